@@ -1,0 +1,1 @@
+"""genai-workstation: rebuild and verify GPU workstations for generative-AI Docker stacks."""
