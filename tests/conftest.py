@@ -1,0 +1,9 @@
+"""Shared pytest set-up: every module in tests/harness/ is a fixture plugin."""
+
+import pkgutil
+from pathlib import Path
+
+pytest_plugins = [
+    f"tests.harness.{module.name}"
+    for module in pkgutil.iter_modules([str(Path(__file__).parent / "harness")])
+]
