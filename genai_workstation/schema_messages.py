@@ -44,7 +44,7 @@ def describe(error: ValidationError, full_schema: dict, marks: dict) -> list[Pro
                         _describe_field(schema), line)]
     if keyword == "enum":
         return [Problem(path, f"{_show(value)} is not one of the allowed values",
-                        "allowed: " + ", ".join(_show(v) for v in schema["enum"]), line)]
+                        "allowed: " + ", ".join(str(v) for v in schema["enum"]), line)]
     if keyword in ("minimum", "maximum"):
         low, high = schema.get("minimum"), schema.get("maximum")
         allowed = f"from {low} to {high}" if high is not None else f"{low} or more"

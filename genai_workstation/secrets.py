@@ -17,6 +17,13 @@ OPTIONAL_SECRETS = ("HF_TOKEN", "CIVITAI_TOKEN")
 _NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
+class Secret(HiddenValue):
+    """A secret value: masked in pyinfra's output and JSON; `.unmask()` gives the value."""
+
+    def to_json(self) -> str:
+        return str(self.masked_value)
+
+
 @dataclass
 class Secrets:
     """Secret values by name, and where the file was (or would be)."""
@@ -32,10 +39,10 @@ class Secrets:
     def __contains__(self, name: str) -> bool:
         return self.get(name) is not None
 
-    def for_host(self, required: dict[str, str]) -> dict[str, HiddenValue]:
+    def for_host(self, required: dict[str, str]) -> dict[str, Secret]:
         """The secrets one host gets, masked in every pyinfra print-out."""
         names = sorted(set(required) | set(OPTIONAL_SECRETS))
-        return {name: HiddenValue(self.get(name)) for name in names if name in self}
+        return {name: Secret(self.get(name)) for name in names if name in self}
 
 
 def secrets_path(inventory_file: Path, environ) -> Path:
