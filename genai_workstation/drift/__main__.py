@@ -1,0 +1,5 @@
+"""python -m genai_workstation.drift"""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Verify a host after the changes: facts read at execution time, compared with the inventory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, operation
+from pyinfra.api.state import StateStage
+from pyinfra.context import state
+
+from facts.docker import DaemonJson, DockerRuntimes
+from facts.filesystem import PathStates
+from facts.gpu import NvidiaGpus
+from facts.health import HostHealth
+from facts.packages import ForbiddenNvidiaPackages
+from facts.platform import DockerCli, Platform
+from facts.probe import WriteProbe
+from genai_workstation.findings import ERROR, SKIPPED, Finding, Report
+from genai_workstation.verify import evaluate_workstation, workspace_paths, writable_paths
+
+
+def read_workstation_facts(data) -> dict:
+    """Every fact the workstation checks need, read now."""
+    platform = host.get_fact(Platform)
+    facts = {
+        "platform": platform,
+        "docker_cli": host.get_fact(DockerCli),
+        "daemon_json": host.get_fact(DaemonJson),
+        "runtimes": host.get_fact(DockerRuntimes),
+        "paths": host.get_fact(PathStates, paths=workspace_paths(data)),
+        "probe": host.get_fact(WriteProbe, paths=writable_paths(data), uid=data["user"]["uid"],
+                               gid=data["user"]["gid"]),
+        "health": host.get_fact(HostHealth),
+        "controller_epoch": None if host.name == "@local" else int(time.time()),
+    }
+    facts["gpus"] = host.get_fact(NvidiaGpus) if data["gpu"]["mode"] == "nvidia" else None
+    facts["forbidden"] = host.get_fact(ForbiddenNvidiaPackages) if platform.get("wsl") else []
+    return facts
+
+
+@operation(is_idempotent=True)
+def verified(stacks: list[str] | None = None):
+    """
+    Check the host against the inventory after the run's changes; fail the host on any drift.
+
+    + stacks: also check these stacks (names as in the inventory); None: only the workstation
+
+    Nothing is planned (a converged host plans zero changes); the facts are read when the
+    operation executes, after the operations before it. With host data ``findings_dir`` set
+    (``--data findings_dir=DIR``), the findings are also written to ``DIR/<host>.json``.
+    """
+    if state.current_stage != StateStage.Execute:
+        host.noop("checks run after the changes are applied")
+        return
+
+    name = host.data.get("workstation_name") or host.name
+    data = host.data.dict()
+    try:
+        findings = evaluate_workstation(name, data, read_workstation_facts(data))
+        if stacks:
+            from genai_workstation.stacks.verify import evaluate_stacks
+
+            findings += evaluate_stacks(name, data, stacks)
+    except Exception as error:  # a check that cannot run is an error finding, not a crash
+        findings = [Finding(name, "verification", "checks run", f"{type(error).__name__}: "
+                            f"{error}", "see the log above", kind=ERROR)]
+    _write_findings(data.get("findings_dir"), name, findings)
+
+    failures = [f for f in findings if f.kind != SKIPPED]
+    for finding in findings:
+        if finding.kind == SKIPPED:
+            logger.warning(f"{host.print_prefix}notice: {finding.item} {finding.expected}: "
+                           f"{finding.actual}")
+    if not failures:
+        host.noop(f"verified: {len(findings)} notice(s), nothing wrong")
+        return
+    yield FunctionCommand(_fail, (failures,), {})
+
+
+def _fail(state, host, failures: list[Finding]) -> bool:
+    lines = [f"verification failed: {len(failures)} problem(s)"]
+    for finding in failures:
+        lines.append(f"  - {finding.item}: expected {finding.expected}; actual {finding.actual}")
+        lines.append(f"    fix: {finding.fix}")
+    host.log_styled("\n".join(lines), fg="red", log_func=logger.error)
+    return False
+
+
+def _write_findings(findings_dir, name: str, findings: list[Finding]) -> None:
+    if not findings_dir:
+        return
+    report = Report(hosts=[name], findings=findings)
+    path = Path(findings_dir) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.part")
+    partial.write_text(report.to_json())
+    partial.replace(path)
