@@ -35,6 +35,8 @@ class Inventory:
 
     def pyinfra_name(self, name: str) -> str:
         connection = self.hosts[name]["connection"]
+        if connection["type"] == "vagrant":
+            return f"@vagrant/{connection.get('machine', name)}"
         return "@local" if connection["type"] == "local" else name
 
     def pyinfra_host(self, name: str) -> tuple[str, dict]:

@@ -1,4 +1,4 @@
-"""Bad inventory input fails through the real `pyinfra inventory.py` CLI, before any host is contacted."""
+"""Bad inventory input fails through the real `pyinfra inventory.py` CLI before any connection."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ CASES = {
           ws1:
             stacks:
               custom:
-                music: {template_dir: /nonexistent, vars: {token: hf_abcdefghijklmnopqrstuvwxyz0123}}
+                music: {template_dir: /nonexistent, vars: {token: hf_abcdefghijklmnopqrstuvwxy}}
         """,
         ["hosts.ws1.stacks.custom.music.vars.token", "looks like a Hugging Face token",
          "inventory/secrets.env"],
@@ -281,3 +281,25 @@ def test_shipped_inventories_are_valid(tmp_path):
                                 env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, (path, result.stderr)
         assert "--> Groups: workstations" in result.stdout + result.stderr, result.stdout
+
+
+def test_connection_types_map_to_pyinfra_hosts(tmp_path):
+    from genai_workstation.loader import load_inventory
+
+    inventory = tmp_path / "inv.yaml"
+    inventory.write_text(textwrap.dedent("""
+        groups:
+          lab: {hosts: [ws2, rehearsal]}
+        hosts:
+          ws1: {connection: {type: local}}
+          ws2: {connection: {host: 10.0.0.5, port: 2222, user: root, key: /k}}
+          rehearsal: {connection: {type: vagrant, machine: genai-rehearsal}, gpu: {mode: none}}
+    """))
+    loaded = load_inventory(inventory, {"GENAI_SECRETS": str(tmp_path / "none.env")})
+    groups = loaded.pyinfra_groups()
+    names = [name for name, _ in groups["workstations"]]
+    assert names == ["@local", "ws2", "@vagrant/genai-rehearsal"]
+    ws2 = dict(groups["lab"])["ws2"]
+    assert (ws2["ssh_hostname"], ws2["ssh_port"], ws2["ssh_user"], ws2["ssh_key"]) == (
+        "10.0.0.5", 2222, "root", "/k")
+    assert dict(groups["lab"])["@vagrant/genai-rehearsal"]["nvidia_toolkit"]["enabled"] is False
