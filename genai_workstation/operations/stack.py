@@ -1,0 +1,297 @@
+"""Stack operations: converge a rendered Compose stack, and roll it back on purpose.
+
+``stack.converge`` writes the rendered files, keeps the previous config under ``.history/``,
+builds the image only when its build hash label differs, and runs ``docker compose up`` only
+when the config changed or a service is not running - then waits for health, checks the GPU
+the app sees, and rolls back to the previous config when the new one does not become healthy.
+Every shell step is guarded by a fact: a converged stack yields nothing (``host.noop``).
+
+Secrets: files marked ``secret`` are uploaded without pyinfra's ``--diff`` (which prints the
+content for ``files.put``), through a 0700 temp folder inside the stack (never ``/tmp``), mode
+0600, owned by the workstation user. Always call these operations with ``name=...``: pyinfra
+prints the arguments of operations that have no explicit name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from datetime import datetime, timezone
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.operations import files
+
+from facts.compose import AppDevice, ComposeProject, ImageLabel, SecretFiles, StackHistory
+from genai_workstation.stacks import lifecycle as lc
+
+
+def as_plain(rendered) -> dict:
+    """A RenderedStack (object or dict, e.g. from a JSON test case) as a plain dict."""
+    if isinstance(rendered, dict):
+        data = dict(rendered)
+    else:
+        data = {key: getattr(rendered, key, None) for key in (
+            "files", "config_hash", "image_build", "health", "expected_gpu", "published",
+            "services")}
+    out_files = {}
+    for relpath, item in (data.get("files") or {}).items():
+        if isinstance(item, str):
+            item = {"content": item}
+        elif not isinstance(item, dict):
+            item = {"content": item.content, "mode": getattr(item, "mode", None),
+                    "secret": getattr(item, "secret", False)}
+        out_files[relpath] = {"content": item.get("content") or "",
+                              "mode": item.get("mode"), "secret": bool(item.get("secret"))}
+    data["files"] = out_files
+    build = data.get("image_build")
+    if build is not None and not isinstance(build, dict):
+        build = {key: getattr(build, key, None) for key in ("tag", "build_hash", "files",
+                                                             "context")}
+    data["image_build"] = build
+    data["health"] = list(data.get("health") or [])
+    data["expected_gpu"] = dict(data.get("expected_gpu") or {})
+    data["services"] = lc.service_names(data.get("services") or [])
+    return data
+
+
+def gpu_checks(rendered: dict) -> list[tuple[str, str, str]]:
+    """(service, device probe, expected card name) for every service with a declared card."""
+    checks = []
+    for service, expected in sorted(rendered["expected_gpu"].items()):
+        if not expected:
+            continue
+        for entry in rendered["health"]:
+            if entry.get("service") == service and lc.probe_for(entry):
+                checks.append((service, lc.probe_for(entry), expected))
+                break
+    return checks
+
+
+def _mode(value, default: str) -> str:
+    if value is None:
+        return default
+    if isinstance(value, int):
+        return f"{value:o}"
+    return str(value).lstrip("0o") or "0"
+
+
+def _parents(relpath: str) -> list[str]:
+    parts = relpath.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _put_secret(content: str, dest: str, remote: dict | None, salt: str, uid: int, gid: int,
+                temp_dir: str):
+    """Upload a secret file without ever printing it: compare salted digests, 0600, owner."""
+    digest = hashlib.sha256((salt + content).encode()).hexdigest()
+    if remote is None or remote.get("digest") != digest:
+        yield FileUploadCommand(
+            StringIO(content), dest,
+            remote_temp_filename=host.get_temp_filename(dest, temp_directory=temp_dir),
+        )
+        yield StringCommand("chown", f"{uid}:{gid}", dest)
+        yield StringCommand("chmod", "600", dest)
+        return
+    if (remote.get("uid"), remote.get("gid")) != (uid, gid):
+        yield StringCommand("chown", f"{uid}:{gid}", dest)
+    if remote.get("mode") != "600":
+        yield StringCommand("chmod", "600", dest)
+
+
+def write_files(rendered: dict, project_dir: str, user: str, group: str, uid: int, gid: int,
+                previous_manifest: list[str]):
+    """Commands that make the stack folder hold exactly the rendered files."""
+    cmds = []
+    temp_dir = f"{project_dir}/{lc.TEMP_DIR}"
+    for sub, mode in (("", "750"), (lc.GENAI_DIR, "700"), (lc.TEMP_DIR, "700")):
+        path = posixpath.join(project_dir, sub) if sub else project_dir
+        cmds += list(files.directory._inner(path=path, user=user, group=group, mode=mode))
+
+    wanted = rendered["files"]
+    dirs_done = set()
+    for relpath in sorted(wanted):
+        for parent in _parents(relpath):
+            if parent in dirs_done:
+                continue
+            dirs_done.add(parent)
+            secret_dir = any(wanted[p]["secret"] for p in wanted if p.startswith(parent + "/"))
+            cmds += list(files.directory._inner(
+                path=f"{project_dir}/{parent}", user=user, group=group,
+                mode="700" if secret_dir else "750"))
+
+    secret_paths = [f"{project_dir}/{p}" for p in sorted(wanted) if wanted[p]["secret"]]
+    salt = os.urandom(16).hex()
+    remote_secrets = host.get_fact(SecretFiles, paths=secret_paths, salt=salt) \
+        if secret_paths else {}
+    for relpath in sorted(wanted):
+        item = wanted[relpath]
+        dest = f"{project_dir}/{relpath}"
+        if item["secret"]:
+            cmds += list(_put_secret(item["content"], dest, remote_secrets.get(dest), salt,
+                                     uid, gid, temp_dir))
+        else:
+            cmds += list(files.put._inner(
+                src=StringIO(item["content"]), dest=dest, user=user, group=group,
+                mode=_mode(item["mode"], "644")))
+
+    manifest = "".join(f"{p}\n" for p in sorted(wanted))
+    cmds += list(files.put._inner(src=StringIO(manifest), dest=f"{project_dir}/{lc.MANIFEST_FILE}",
+                                  user=user, group=group, mode="644"))
+    stale = sorted(set(previous_manifest) - set(wanted))
+    for relpath in stale:
+        if ".." not in relpath.split("/") and not relpath.startswith("/"):
+            cmds.append(StringCommand("rm", "-f", f"{project_dir}/{relpath}"))
+    return cmds
+
+
+def fail_command(problems: list[str]) -> StringCommand:
+    """A command that prints the problems to stderr and fails (no secret ever goes in)."""
+    lines = "; ".join(f"echo {lc.q('genai: ' + p)} >&2" for p in problems)
+    return StringCommand(f"{lines}; exit 1")
+
+
+def app_gpu_problems(stack: str, project_dir: str, checks) -> list[str]:
+    problems = []
+    for service, probe, expected in checks:
+        seen = host.get_fact(AppDevice, project_dir=project_dir, service=service, probe=probe)
+        problem = lc.gpu_mismatch(expected, seen.get("name"))
+        if problem:
+            problems.append(f"GPU check FAILED for stack {stack}, service {service}: {problem}"
+                            + (f" ({seen['error']})" if seen.get("error") else ""))
+    return problems
+
+
+@operation()
+def converge(stack: str, rendered, project_dir: str, user: str = "genai", group: str = "",
+             uid: int = 1000, gid: int = 1000, health_timeout: int = 300, history_keep: int = 5,
+             timestamp: str | None = None):
+    """
+    Converge one rendered stack in ``project_dir`` (see the module docstring).
+
+    + stack: the stack's name (``comfyui``, ``forge``, a custom stack)
+    + rendered: the RenderedStack from ``genai_workstation.stacks.render.render_stack``
+    + project_dir: ``<workspace>/stacks/<stack>``
+    + user, group, uid, gid: the workstation user (owner of every file)
+    + health_timeout: seconds ``docker compose up --wait`` waits for health
+    + history_keep: previous configs kept under ``.history/``
+    + timestamp: snapshot timestamp (UTC, ``%Y%m%dT%H%M%SZ``); default: now
+    """
+    r = as_plain(rendered)
+    group = group or user
+    config_hash = r["config_hash"]
+    project = host.get_fact(ComposeProject, project_dir=project_dir)
+    if project.get("error") and project.get("exists"):
+        host.noop(f"stack {stack}: {project['error']}")
+
+    cmds = write_files(r, project_dir, user, group, uid, gid, project.get("manifest") or [])
+    files_changed = bool(cmds)
+
+    build = r["image_build"]
+    image_hash = None
+    if build and build.get("build_hash"):
+        image_hash = host.get_fact(ImageLabel, image=build["tag"], label=lc.BUILD_HASH_LABEL)
+    decision = lc.decide(config_hash, r["services"], project,
+                         build_hash=(build or {}).get("build_hash"),
+                         image_build_hash=image_hash, files_changed=files_changed)
+    checks = gpu_checks(r)
+
+    if decision.noop and not cmds:
+        problems = app_gpu_problems(stack, project_dir, checks)
+        if problems:
+            # Nothing to change, but the app runs on the wrong card: fail the run, saying so.
+            yield fail_command(problems)
+            return
+        host.noop(f"stack {stack} is converged (config {config_hash[:12]}, "
+                  f"{len(r['services'])} service(s) running)")
+        return
+
+    snapshot = None
+    if decision.snapshot:
+        history = host.get_fact(StackHistory, project_dir=project_dir)
+        kept = [s for s in history if s["origin"] == "deploy"
+                and lc.hash_matches(s["hash"], project["config_hash"])]
+        if kept:  # this config is kept already (e.g. restored by a rollback): reuse it
+            snapshot = kept[-1]["name"]
+        else:
+            stamp = timestamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            snapshot = lc.snapshot_name(stamp, project["config_hash"])
+            prune = lc.prune_list(history + [{"name": snapshot}], history_keep)
+            yield StringCommand(lc.snapshot_script(project_dir, snapshot, prune))
+
+    yield from cmds
+
+    if decision.build:
+        context = build.get("context") or "build"
+        yield StringCommand(
+            "docker", "build", "--label", f"{lc.BUILD_HASH_LABEL}={build['build_hash']}",
+            "--label", f"genai.stack={stack}", "-t", build["tag"], f"{project_dir}/{context}")
+
+    if decision.up:
+        # A config change with nothing healthy before it still rolls back to the snapshot.
+        yield StringCommand(lc.up_script(
+            name=stack, project_dir=project_dir, config_hash=config_hash,
+            timeout=health_timeout, snapshot=snapshot, gpu_checks=checks))
+
+
+@operation()
+def verify(stack: str, project_dir: str, services: list, checks: list | None = None):
+    """
+    Fail the run when a service of the stack is not running/healthy or the app runs on another
+    card than declared. Read-only: it plans nothing before the deploy has run (a fresh host
+    has nothing to verify yet) and only yields a failing command when a check fails.
+
+    + services: service names that must be running (and healthy, when they have a healthcheck)
+    + checks: [service, device probe, expected card name] triples (see ``gpu_checks``)
+    """
+    if not host.state.is_executing:
+        host.noop(f"stack {stack}: verified after the deploy has run")
+        return
+    project = host.get_fact(ComposeProject, project_dir=project_dir)
+    problems = []
+    if not project.get("exists"):
+        problems.append(f"stack {stack} is not deployed ({project_dir}/compose.yaml missing)")
+    else:
+        down = lc.not_running(project, list(services))
+        if down:
+            problems.append(f"stack {stack}: not running or unhealthy: {', '.join(down)}")
+        problems += app_gpu_problems(stack, project_dir, [tuple(c) for c in checks or []])
+    if problems:
+        yield fail_command(problems)
+        return
+    host.noop(f"stack {stack}: {len(services)} service(s) healthy"
+              + (", GPU as declared" if checks else ""))
+
+
+@operation(is_idempotent=False)
+def rollback(stack: str, project_dir: str, to: str | None = None, health_timeout: int = 300,
+             timestamp: str | None = None):
+    """
+    Restore a previous config of a stack from ``.history/`` and bring it up.
+
+    + to: a snapshot name (or a unique prefix / config hash prefix); default: the newest
+      snapshot whose config differs from the deployed one
+    The config deployed now is kept first as ``<timestamp>-<hash>-rollback`` (so it can be
+    restored by name); automatic choice skips those.
+    """
+    project = host.get_fact(ComposeProject, project_dir=project_dir)
+    history = host.get_fact(StackHistory, project_dir=project_dir)
+    try:
+        target = lc.rollback_target(history, project.get("config_hash"), to)
+    except ValueError as exc:
+        yield fail_command([f"stack {stack}: cannot roll back: {exc}"])
+        return
+    services = [s["service"] for s in project.get("services") or []]
+    if (lc.hash_matches(target["hash"], project.get("config_hash")) and services
+            and not lc.not_running(project, services)):
+        host.noop(f"stack {stack} already runs {target['name']}")
+        return
+    if project.get("exists") and not any(
+            lc.hash_matches(s["hash"], project.get("config_hash")) for s in history):
+        stamp = timestamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        keep = lc.snapshot_name(stamp, project.get("config_hash"), rollback=True)
+        yield StringCommand(lc.snapshot_script(project_dir, keep, []))
+    yield StringCommand(lc.rollback_script(name=stack, project_dir=project_dir,
+                                           snapshot=target["name"], timeout=health_timeout))
