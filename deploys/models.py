@@ -1,0 +1,8 @@
+"""Download and verify the inventory's models on each workstation, and nothing else.
+
+    pyinfra inventory.py deploys/models.py
+"""
+
+from deploys.steps.models import sync_models
+
+sync_models()
