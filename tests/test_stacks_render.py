@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -532,7 +533,7 @@ def _caddyfile_for_local_caddy(stack, folder: Path, upstream: str | None = None)
     for path in folder.glob("secrets/*"):
         path.write_text(path.read_text().replace("basic_auth", "basicauth"))
     if upstream:
-        text = text.replace("reverse_proxy comfyui:8188", f"reverse_proxy {upstream}")
+        text = re.sub(r"reverse_proxy \S+", f"reverse_proxy {upstream}", text)
     target = folder / "Caddyfile.local"
     target.write_text(text)
     return target
@@ -562,12 +563,21 @@ class _Upstream(BaseHTTPRequestHandler):
         pass
 
 
-def test_caddy_basic_auth_accepts_the_password_and_refuses_others(tmp_path):
+def _basic(user: str, password: str) -> str:
+    import base64
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("body,name,good,bad", [
+    (COMFY_EXPOSED, "comfyui", _basic("jesse", PASSWORD), _basic("jesse", "wrong")),
+    (FORGE, "forge", f"Bearer {TOKEN}", f"Bearer {TOKEN}x"),
+])
+def test_caddy_accepts_the_credential_and_refuses_others(tmp_path, body, name, good, bad):
     if not shutil.which("caddy"):
         pytest.skip("caddy not installed (Debian: apt-get install caddy)")
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    stack = render_stack("comfyui", load(tmp_path, COMFY_EXPOSED), RESOLVED, all_gpus=ALL_GPUS)
+    stack = render_stack(name, load(tmp_path, body), RESOLVED, all_gpus=ALL_GPUS)
     folder = write(stack, tmp_path / "proxy")
     port = _free_port()
     config = _caddyfile_for_local_caddy(stack, folder, f"127.0.0.1:{upstream.server_port}")
@@ -576,31 +586,30 @@ def test_caddy_basic_auth_accepts_the_password_and_refuses_others(tmp_path):
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "c"), XDG_DATA_HOME=str(tmp_path / "d"))
     caddy = subprocess.Popen(["caddy", "run", "--config", str(config), "--adapter", "caddyfile"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    try:
-        def status(user: str | None, password: str | None) -> int:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/system_stats")
-            if user:
-                import base64
-                token = base64.b64encode(f"{user}:{password}".encode()).decode()
-                request.add_header("Authorization", f"Basic {token}")
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    return response.status
-            except urllib.error.HTTPError as exc:
-                return exc.code
 
+    def status(authorization: str | None) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/sdapi/v1/cmd-flags")
+        if authorization:
+            request.add_header("Authorization", authorization)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
         deadline = time.time() + 20
         while True:
             try:
-                first = status(None, None)
+                first = status(None)
                 break
             except (urllib.error.URLError, ConnectionError):
                 assert caddy.poll() is None, caddy.stderr.read().decode()
                 assert time.time() < deadline, "caddy did not start"
                 time.sleep(0.2)
         assert first == 401
-        assert status("jesse", "wrong") == 401
-        assert status("jesse", PASSWORD) == 200
+        assert status(bad) == 401
+        assert status(good) == 200
     finally:
         caddy.terminate()
         caddy.wait(timeout=10)
