@@ -9,8 +9,8 @@ from decimal import Decimal
 from pyinfra.api import FactBase
 
 SIDECAR = ".genai-verified.json"  # genai_workstation.models.downloader.SIDECAR
-_SIDECAR_MARK = "##genai-models-sidecar"
-_FILES_MARK = "##genai-models-files"
+_SIDECAR_MARK = "==genai-models-sidecar=="
+_FILES_MARK = "==genai-models-files=="
 
 
 class ModelFiles(FactBase):
