@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
 
-from tests.harness.hosts import fleet_inventory
+from tests.harness.hosts import cgroup_hierarchies, fleet_inventory
 
 TRIVIAL = "tests/deploys/trivial.py"
 TRIVIAL_OPERATIONS = ["Workstation group", "Workstation user", "Workspace folder", "Marker file"]
 SETTINGS = {"workspace": "/srv/genai", "gpu": {"mode": "none"}}
+TINY_IMAGE = """set -e
+mkdir -p /tmp/tiny/bin /tmp/tiny/lib/x86_64-linux-gnu /tmp/tiny/lib64
+cp /usr/bin/dash /tmp/tiny/bin/sh
+cp /lib/x86_64-linux-gnu/libc.so.6 /tmp/tiny/lib/x86_64-linux-gnu/
+cp /lib64/ld-linux-x86-64.so.2 /tmp/tiny/lib64/
+tar -C /tmp/tiny -c . | docker import - tiny:1
+"""
 
 
 def host_mounts(prefix: str) -> list[str]:
@@ -101,7 +110,11 @@ def test_stopped_host_leaves_no_process_and_no_mount(fresh_hosts):
     assert not host.workdir.exists()
 
 
-def test_docker_capable_host_runs_its_own_engine(docker_host):
+def test_docker_capable_host_runs_its_own_engine(docker_host, pyinfra_run):
+    # pyinfra reaches it over SSH like any host (relayed into its own network namespace).
+    converged = pyinfra_run(TRIVIAL, fleet_inventory([docker_host], **SETTINGS)).check()
+    assert converged.changed_operations == {docker_host.name: TRIVIAL_OPERATIONS}
+
     started = time.monotonic()
     docker_host.install_packages(["docker.io"])
     docker_host.run("service docker start")
@@ -119,12 +132,35 @@ def test_docker_capable_host_runs_its_own_engine(docker_host):
     inside = docker_host.run("ls /sys/class/net").stdout.split()
     assert "docker0" in inside and "eth0" not in inside
 
-    dockerd = docker_host.run("cat /run/docker.pid").stdout.strip()
-    assert dockerd
+    # Outbound traffic goes through the harness's proxy, opened from this machine's side: a
+    # CONNECT tunnel from inside reaches a server on this machine's loopback.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        answer = threading.Thread(target=_say_hello, args=(server,), daemon=True)
+        answer.start()
+        tunnel = docker_host.ssh(
+            'proxy=${https_proxy#http://}; exec 3<>"/dev/tcp/${proxy%:*}/${proxy##*:}"; '
+            f"printf 'CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n' >&3; timeout 10 cat <&3",
+            timeout=30)
+        answer.join(10)
+    assert tunnel.stdout.endswith("hello from this machine\n"), tunnel.stdout
+
+    # Containers run (an image made from three files of the host), in the host's own cgroups.
+    docker_host.run(TINY_IMAGE)
+    hello = docker_host.run("docker run --rm --network none tiny:1 /bin/sh -c 'echo hi'")
+    assert hello.stdout == "hi\n"
+    docker_host.run("docker run -d --name spinner tiny:1 /bin/sh -c 'while :; do :; done'")
+    cgroups = [hierarchy / docker_host.cgroup for hierarchy in cgroup_hierarchies()]
+    assert cgroups and all(cgroup.is_dir() for cgroup in cgroups)
+
+    assert docker_host.run("cat /run/docker.pid").stdout.strip()
     pids = docker_host.processes()
-    docker_host.stop()
+    docker_host.stop()  # dockerd, containerd, the container: all gone, and their cgroups
     assert [pid for pid in pids if _alive(pid)] == []
     assert host_mounts(str(docker_host.workdir)) == []
+    assert [cgroup for cgroup in cgroups if cgroup.exists()] == []
 
 
 def _alive(pid: int) -> bool:
@@ -141,3 +177,9 @@ def _comm(pid: int) -> str:
             return comm.read().strip()
     except OSError:
         return ""
+
+
+def _say_hello(server: socket.socket) -> None:
+    connection, _ = server.accept()
+    with connection:
+        connection.sendall(b"hello from this machine\n")

@@ -53,12 +53,19 @@ CGROUP_FSTAB_LINE = "cgroup /sys/fs/cgroup cgroup defaults 0 0\n"
 # A docker-capable host has its own network namespace; apt reaches out through this proxy.
 APT_PROXY_PORT = 3142
 APT_PROXY_CONF = f'Acquire::http::Proxy "http://127.0.0.1:{APT_PROXY_PORT}/";\n'
+PROXY_ENV = {
+    name: value
+    for names, value in ((("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"),
+                          f"http://127.0.0.1:{APT_PROXY_PORT}"),
+                         (("no_proxy", "NO_PROXY"), "localhost,127.0.0.1,::1"))
+    for name in names
+}
 
 # Runs as PID 1 of the new namespaces (before exec'ing chroot + tini); mounts stay private.
 _NAMESPACE_INIT = r"""
 set -eu
-root=$1 hostname=$2 mode=$3 lower=$4 upper=$5 work=$6 docker=$7
-shift 7
+root=$1 hostname=$2 mode=$3 lower=$4 upper=$5 work=$6 docker=$7 cgroup=$8
+shift 8
 if [ "$mode" = overlay ]; then
     mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$root"
 else
@@ -72,10 +79,17 @@ mount -t tmpfs -o mode=755 tmpfs "$root/run"
 if [ "$docker" = 1 ]; then
     ip link set lo up
     mount -t tmpfs -o mode=755 cgroup "$root/sys/fs/cgroup"
+    # Each hierarchy of this machine, seen from a sub-group of its own (removed at the end).
     awk '$2 ~ "^/sys/fs/cgroup/" && $3 ~ "^cgroup" {print $2}' /proc/self/mounts |
     while read -r hierarchy; do
-        mkdir -p "$root$hierarchy"
-        mount --bind "$hierarchy" "$root$hierarchy"
+        mkdir -p "$hierarchy/$cgroup" "$root$hierarchy"
+        for knob in cpuset.cpus cpuset.mems; do
+            if [ -f "$hierarchy/$knob" ]; then
+                cat "$hierarchy/$knob" >"$hierarchy/$cgroup/$knob"
+            fi
+        done
+        echo 0 >"$hierarchy/$cgroup/cgroup.procs" || true
+        mount --bind "$hierarchy/$cgroup" "$root$hierarchy"
     done
 fi
 hostname "$hostname"
@@ -84,6 +98,7 @@ exec chroot "$root" /usr/bin/tini -- /bin/sh -c \
 """
 
 _ports_taken: set[int] = set()
+_cgroup_numbers = itertools.count(1)
 _ports_lock = threading.Lock()
 
 
@@ -112,6 +127,7 @@ class FreshHost:
         self.pid: int | None = None  # PID 1 of the host's namespaces, as this machine sees it
         self._process: subprocess.Popen | None = None
         self._relays: list[netns.Relay] = []
+        self.cgroup = ""  # docker-capable: its own sub-group in each cgroup hierarchy
         self._apt_updated = False
 
     def __repr__(self) -> str:
@@ -197,13 +213,18 @@ class FreshHost:
             "-o", "UseDNS=no",
             "-o", "PrintMotd=no",
         ]
+        if self.docker_capable:  # sessions reach out through the proxy (see netns.py)
+            sshd_args += ["-o", "SetEnv=" + " ".join(f"{k}={v}" for k, v in PROXY_ENV.items())]
         mode = "overlay" if self.lower else "bind"
+        if self.docker_capable:
+            self.cgroup = f"genai-test-{os.getpid()}-{next(_cgroup_numbers)}-{self.name}"
         command = [
             "unshare", "--mount", "--uts", "--pid", "--fork", "--propagation", "private",
             "--kill-child", *(["--net"] if self.docker_capable else []),
             "/bin/sh", "-c", _NAMESPACE_INIT, "init",
             str(self.mountpoint), self.name, mode, str(self.lower or ""), str(self.upper),
-            str(self.workdir / "work"), "1" if self.docker_capable else "0", *sshd_args,
+            str(self.workdir / "work"), "1" if self.docker_capable else "0", self.cgroup,
+            *sshd_args,
         ]
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
@@ -265,7 +286,8 @@ class FreshHost:
             raise RuntimeError(f"{self.name} is not running")
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         full_env = {"PATH": HOST_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb",
-                    "DEBIAN_FRONTEND": "noninteractive", **(env or {})}
+                    "DEBIAN_FRONTEND": "noninteractive",
+                    **(PROXY_ENV if self.docker_capable else {}), **(env or {})}
         namespaces = ["-m", "-u", "-p", *(["-n"] if self.docker_capable else [])]
         result = subprocess.run(
             ["nsenter", "-t", str(self.pid), *namespaces, "-r", "-w", "--", *argv],
@@ -371,6 +393,9 @@ class FreshHost:
         for relay in self._relays:
             relay.close()
         self._relays.clear()
+        if self.cgroup:
+            _remove_cgroups(self.cgroup)
+            self.cgroup = ""
 
     def _signal(self, signum: int) -> None:
         target = self.pid or (self._process and _child_pid(self._process.pid))
@@ -568,6 +593,30 @@ def _child_pid(pid: int) -> int | None:
             if children:
                 return int(children[0])
     return None
+
+
+def cgroup_hierarchies() -> list[Path]:
+    """This machine's cgroup mounts under /sys/fs/cgroup/."""
+    hierarchies = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[1].startswith("/sys/fs/cgroup/") and fields[2].startswith("cgroup"):
+            hierarchies.append(Path(fields[1]))
+    return hierarchies
+
+
+def _remove_cgroups(name: str, timeout: float = 10.0) -> None:
+    """Remove a host's sub-groups (and what Docker made in them), once their tasks are gone."""
+    deadline = time.monotonic() + timeout
+    for hierarchy in cgroup_hierarchies():
+        top = hierarchy / name
+        while top.exists():
+            for folder, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+            if not top.exists() or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
 
 
 def _overlay_supported() -> bool:

@@ -5,8 +5,10 @@ docker0 bridge, iptables rules, published ports) never touches this machine's ne
 engine's. The test process bridges the two namespaces for just two things:
 
 - SSH in: 127.0.0.1:PORT here -> 127.0.0.1:22 inside the host (`tcp_forward`);
-- apt out: an HTTP proxy on 127.0.0.1:3142 inside the host, whose connections are opened from
-  this machine's namespace (`http_proxy`), so `apt-get` inside works as on a networked host.
+- out: an HTTP proxy on 127.0.0.1:3142 inside the host, whose connections are opened from
+  this machine's namespace (`http_proxy`): apt is configured to use it, and SSH sessions get
+  http_proxy/https_proxy (no_proxy for loopback), so apt, pip and curl inside work as on a
+  networked host, and reach services this machine serves on its own 127.0.0.1.
 
 Sockets are created in a namespace by a short-lived thread that `setns()`s first (a socket keeps
 the namespace it was created in).
@@ -167,8 +169,8 @@ def tcp_forward(listen_netns: str | None, listen_port: int, target_netns: str | 
 
 def http_proxy(listen_netns: str | None, listen_port: int = 3142,
                name: str = "http-proxy") -> Relay:
-    """A plain-HTTP forward proxy listening in `listen_netns`, connecting from this process's
-    namespace. One request per connection (`Connection: close`); no CONNECT."""
+    """An HTTP forward proxy listening in `listen_netns`, connecting from this process's
+    namespace: plain requests (one per connection, `Connection: close`) and CONNECT tunnels."""
 
     def handler(client: socket.socket) -> tuple[socket.socket, bytes]:
         head = b""
@@ -182,8 +184,13 @@ def http_proxy(listen_netns: str | None, listen_port: int = 3142,
         lines = head.split(b"\r\n")
         try:
             method, target, version = lines[0].split(b" ", 2)
+            if method == b"CONNECT":  # a tunnel (https): host:port
+                url = urlsplit("//" + target.decode("latin-1"))
+                upstream = connect(None, (url.hostname, url.port or 443))
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                return upstream, rest
             url = urlsplit(target.decode("latin-1"))
-            if method == b"CONNECT" or url.scheme != "http" or not url.hostname:
+            if url.scheme != "http" or not url.hostname:
                 raise ValueError(target)
             upstream = connect(None, (url.hostname, url.port or 80))
         except (ValueError, OSError):
