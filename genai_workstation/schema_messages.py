@@ -33,9 +33,12 @@ def describe(error: ValidationError, full_schema: dict, marks: dict) -> list[Pro
             problems.append(Problem(field, f"unknown key '{key}'",
                                     f"{hint}allowed here: {', '.join(allowed)}", marks.get(field)))
         return problems
-    if keyword == "propertyNames":
-        return [Problem(join(path, value), f"the name '{value}' is not allowed",
-                        f"use lower-case letters, digits, '-' or '_' ({schema.get('pattern')})",
+    if keyword == "propertyNames" or (keyword == "not" and "propertyNames" in error.schema_path):
+        if keyword == "not":
+            hint = f"taken by the built-in stacks: {', '.join(schema['not']['enum'])}"
+        else:
+            hint = f"use lower-case letters, digits, '-' or '_' ({schema.get('pattern')})"
+        return [Problem(join(path, value), f"the name '{value}' is not allowed", hint,
                         marks.get(join(path, value), line))]
     if keyword == "type":
         wanted = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]

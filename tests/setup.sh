@@ -11,6 +11,7 @@ packages=(
     apt-utils gnupg                 # the signed stand-in NVIDIA apt repository
     iproute2 util-linux             # network namespaces, unshare, nsenter
     curl                            # the download benchmark's baseline
+    caddy                           # the auth proxy config is checked by a real Caddy
     vagrant                         # `vagrant validate` of the rehearsal Vagrantfile
 )
 missing=()

@@ -187,6 +187,16 @@ CASES = {
         ["hosts.ws1.docker.source", "'snap' is not one of the allowed values",
          "distro, docker-ce, desktop"],
     ),
+    "custom stack named like a built-in": (
+        """
+        hosts:
+          ws1:
+            stacks:
+              custom:
+                forge: {template_dir: /srv/mine}
+        """,
+        ["hosts.ws1.stacks.custom.forge", "the name 'forge' is not allowed", "built-in stacks"],
+    ),
     "duplicate key": (
         """
         hosts:
