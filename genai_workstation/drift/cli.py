@@ -89,7 +89,9 @@ def check(inventory: Inventory, hosts: list[str], deploy: str, env: dict) -> Rep
 
 def _pyinfra(args: list[str], env: dict) -> subprocess.CompletedProcess:
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
-    return subprocess.run([pyinfra, "-y", "inventory.py", *args], cwd=REPO_ROOT, env=env,
+    # `-y` makes pyinfra skip change detection, which a `--dry` plan needs; a dry run never asks.
+    yes = [] if "--dry" in args else ["-y"]
+    return subprocess.run([pyinfra, *yes, "inventory.py", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
 
