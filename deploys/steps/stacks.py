@@ -29,22 +29,23 @@ def stack_settings(data: dict, name: str) -> dict | None:
 
 
 def gpu_refs(name: str, settings: dict) -> dict:
-    """{service/instance name: gpu reference} the stack declares."""
+    """{app key: gpu reference} the stack declares (keys as render_stack expects them)."""
     if name == "forge":
-        return {i["name"]: i.get("gpu") for i in settings.get("instances") or []}
+        return {f"forge/{i['name']}": i.get("gpu") for i in settings.get("instances") or []}
     if name == "comfyui":
         return {"comfyui": settings.get("gpu")}
     return {}
 
 
-def resolve_gpus(name: str, settings: dict, data: dict) -> tuple[dict, list[str]]:
-    """({service: gpu dict | None}, problems). No GPU fact is read when no card is declared."""
+def resolve_gpus(name: str, settings: dict, data: dict) -> tuple[dict, list[dict], list[str]]:
+    """({app key: gpu dict | None}, every GPU, problems). The GPU fact is read only when a
+    card is declared; no declared card runs the app on the CPU."""
     from genai_workstation.gpus import GpuResolutionError, resolve_gpu
 
     refs = gpu_refs(name, settings)
     wanted = {k: v for k, v in refs.items() if v not in (None, "none")}
     if (data.get("gpu") or {}).get("mode") == "none" or not wanted:
-        return {k: None for k in refs}, []
+        return {k: None for k in refs}, [], []
     fact = host.get_fact(NvidiaGpus)
     resolved, problems = {}, []
     for key, ref in refs.items():
@@ -57,13 +58,13 @@ def resolve_gpus(name: str, settings: dict, data: dict) -> tuple[dict, list[str]
             resolved[key] = None
             problems.append(f"stack {name}, {key}: {exc}"
                             + (f" (nvidia-smi: {fact['error']})" if fact.get("error") else ""))
-    return resolved, problems
+    return resolved, list(fact.get("gpus") or []), problems
 
 
-def render(name: str, data: dict, resolved: dict):
+def render(name: str, data: dict, resolved: dict, all_gpus: list[dict]):
     from genai_workstation.stacks.render import render_stack
 
-    return render_stack(name, data, resolved)
+    return render_stack(name, data, resolved, all_gpus=all_gpus or None)
 
 
 def _user(data: dict) -> dict:
@@ -72,8 +73,18 @@ def _user(data: dict) -> dict:
             "uid": int(user.get("uid", 1000)), "gid": int(user.get("gid", 1000))}
 
 
-def _fail(title: str, problems: list[str]) -> None:
+def fail(title: str, problems: list[str]) -> None:
+    """An operation that fails the run with these messages (a shell step; it always runs)."""
     server.shell(name=title, commands=[str(stack_ops.fail_command(problems))])
+
+
+def enabled_stacks(data: dict | None = None) -> list[str]:
+    data = host_settings() if data is None else data
+    stacks = data.get("stacks") or {}
+    names = [n for n in ("comfyui", "forge") if (stacks.get(n) or {}).get("enabled", False)
+             and stacks.get(n)]
+    names += sorted(n for n, s in (stacks.get("custom") or {}).items() if s.get("enabled", True))
+    return names
 
 
 @deploy("Stack")
@@ -84,23 +95,24 @@ def stack(name: str):
     if not settings or not settings.get("enabled", True):
         host.noop(f"stack {name} is not enabled on this host")
         return
-    resolved, problems = resolve_gpus(name, settings, data)
+    resolved, all_gpus, problems = resolve_gpus(name, settings, data)
     if problems:
-        _fail(f"Stack {name}: resolve the declared GPUs", problems)
+        fail(f"Stack {name}: resolve the declared GPUs", problems)
         return
     from genai_workstation.stacks.errors import StackError
 
     try:
-        rendered = render(name, data, resolved)
+        rendered = render(name, data, resolved, all_gpus)
     except StackError as exc:
-        _fail(f"Stack {name}: render", [str(exc)])
+        fail(f"Stack {name}: render", [str(exc)])
         return
     stack_ops.converge(
         name=f"Stack {name}: render, build, up, health",
         stack=name,
         rendered=rendered,
         project_dir=lc.stack_dir(data["workspace"], name),
-        health_timeout=int(settings.get("health_timeout", 300)),
+        health_timeout=int(getattr(rendered, "health_timeout", None)
+                           or settings.get("health_timeout", 300)),
         history_keep=int(data.get("history_keep", 5)),
         **_user(data),
     )
@@ -114,10 +126,15 @@ def verify(name: str):
     if not settings or not settings.get("enabled", True):
         host.noop(f"stack {name} is not enabled on this host")
         return
-    resolved, problems = resolve_gpus(name, settings, data)
+    resolved, all_gpus, problems = resolve_gpus(name, settings, data)
     if problems:
         return  # the stack step already failed on these
-    rendered = stack_ops.as_plain(render(name, data, resolved))
+    from genai_workstation.stacks.errors import StackError
+
+    try:
+        rendered = stack_ops.as_plain(render(name, data, resolved, all_gpus))
+    except StackError:
+        return  # the stack step already failed on this
     stack_ops.verify(
         name=f"Verify stack {name}",
         stack=name,
@@ -137,7 +154,8 @@ def forge_stack():
 
 def custom_stacks():
     for name in sorted((host_settings().get("stacks") or {}).get("custom") or {}):
-        stack(name)
+        if ((host_settings()["stacks"]["custom"][name]) or {}).get("enabled", True):
+            stack(name)
 
 
 @deploy("Roll back stack")

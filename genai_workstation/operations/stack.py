@@ -48,9 +48,18 @@ def as_plain(rendered) -> dict:
     data["files"] = out_files
     build = data.get("image_build")
     if build is not None and not isinstance(build, dict):
-        build = {key: getattr(build, key, None) for key in ("tag", "build_hash", "files",
-                                                             "context")}
+        build = {key: getattr(build, key, None) for key in ("tag", "build_hash", "context",
+                                                             "labels", "build_args")}
+    if build is not None:
+        build = dict(build)
+        build.setdefault("context", "build")
+        labels = dict(build.get("labels") or {})
+        labels[lc.BUILD_HASH_LABEL] = build["build_hash"]
+        build["labels"] = labels
     data["image_build"] = build
+    data["directories"] = list(getattr(rendered, "directories", None)
+                               or (rendered.get("directories") if isinstance(rendered, dict)
+                                   else None) or [])
     data["health"] = list(data.get("health") or [])
     data["expected_gpu"] = dict(data.get("expected_gpu") or {})
     data["services"] = lc.service_names(data.get("services") or [])
@@ -109,6 +118,8 @@ def write_files(rendered: dict, project_dir: str, user: str, group: str, uid: in
     for sub, mode in (("", "750"), (lc.GENAI_DIR, "700"), (lc.TEMP_DIR, "700")):
         path = posixpath.join(project_dir, sub) if sub else project_dir
         cmds += list(files.directory._inner(path=path, user=user, group=group, mode=mode))
+    for path in rendered["directories"]:  # data folders the containers mount (user-owned)
+        cmds += list(files.directory._inner(path=path, user=user, group=group))
 
     wanted = rendered["files"]
     dirs_done = set()
@@ -224,10 +235,7 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
     yield from cmds
 
     if decision.build:
-        context = build.get("context") or "build"
-        yield StringCommand(
-            "docker", "build", "--label", f"{lc.BUILD_HASH_LABEL}={build['build_hash']}",
-            "--label", f"genai.stack={stack}", "-t", build["tag"], f"{project_dir}/{context}")
+        yield StringCommand(*lc.build_argv(build, project_dir))
 
     if decision.up:
         # A config change with nothing healthy before it still rolls back to the snapshot.

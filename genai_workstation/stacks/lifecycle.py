@@ -225,7 +225,8 @@ def device_probe_command(service: str, probe: str) -> str:
         code = ("import json,urllib.request as u;"
                 f"d=json.load(u.urlopen({url!r},timeout=20))['devices'];"
                 "print('@@genai:device '+(d[0]['name'] if d else ''))")
-        return f"docker compose exec -T {svc} python3 -c {q(code)} 2>&1"
+        runner = 'p=$(command -v python3 || command -v python); exec "$p" -c "$1"'
+        return f"docker compose exec -T {svc} sh -c {q(runner)} sh {q(code)} 2>&1"
     if probe == "forge":
         return (f"docker compose logs --no-color --no-log-prefix {svc} 2>&1 "
                 "| sed -n 's/^.*Device: \\(.*\\)$/@@genai:device \\1/p' | tail -n 1")
@@ -233,13 +234,28 @@ def device_probe_command(service: str, probe: str) -> str:
 
 
 def probe_for(health: dict) -> str | None:
-    """The device probe that fits a health entry of the rendered stack, or None."""
-    url = health.get("url") or ""
+    """The device probe that fits a health entry of the rendered stack, or None.
+
+    The entry's ``gpu_url`` (else ``url``) is the in-container address: ComfyUI's
+    ``/system_stats`` names the device; Forge's ``/sdapi/v1/memory`` has sizes only, so Forge
+    is read from its ``Device: ...`` start-up log line.
+    """
+    url = health.get("gpu_url") or health.get("url") or ""
     if url.rstrip("/").endswith("/system_stats"):
         return f"comfyui:{url}"
     if "/internal/ping" in url or "/sdapi/" in url:
         return "forge"
     return None
+
+
+def build_argv(build: dict, project_dir: str) -> list[str]:
+    """``docker build`` for the rendered image: tag, labels (build hash), context folder."""
+    argv = ["docker", "build", "--tag", build["tag"]]
+    for key, value in sorted((build.get("labels") or {}).items()):
+        argv += ["--label", f"{key}={value}"]
+    for key, value in sorted((build.get("build_args") or {}).items()):
+        argv += ["--build-arg", f"{key}={value}"]
+    return argv + [f"{project_dir.rstrip('/')}/{build.get('context') or 'build'}"]
 
 
 def gpu_mismatch(expected: str | None, seen: str | None) -> str | None:

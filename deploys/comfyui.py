@@ -1,0 +1,14 @@
+"""`pyinfra inventory.py deploys/comfyui.py`: one command from a fresh machine to ComfyUI.
+
+The checklist: the workstation (user, workspace, Docker, NVIDIA toolkit), the models, the
+ComfyUI stack (render, build, up, health, GPU check, rollback on failure), then verify.
+"""
+
+from deploys.steps.models import sync_models
+from deploys.steps.stacks import stack, verify
+from deploys.steps.workstation import workstation
+
+workstation()
+sync_models()
+stack("comfyui")
+verify("comfyui")

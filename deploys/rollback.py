@@ -1,0 +1,28 @@
+"""Roll a stack back to a previous config kept under `<workspace>/stacks/<name>/.history/`.
+
+    pyinfra inventory.py deploys/rollback.py --data rollback_stack=comfyui
+    pyinfra inventory.py deploys/rollback.py --data rollback_stack=forge \\
+        --data rollback_to=20261123T094200Z-ab12cd34ef56
+
+Without `rollback_to`: the newest snapshot taken by a deploy whose config differs from the one
+deployed now (run it again to step further back). With it: that snapshot (a name, a unique
+prefix, or a config hash prefix). The config deployed now is kept first, as
+`<timestamp>-<hash>-rollback`, unless it is kept already. Without `rollback_stack`, the one
+enabled stack of the host is used. The next `deploys/comfyui.py` run deploys the inventory's
+config again: fix the inventory before that.
+"""
+
+from pyinfra import host
+
+from deploys.steps.stacks import enabled_stacks, fail, rollback
+
+_stack = host.data.get("rollback_stack")
+_enabled = enabled_stacks()
+if _stack:
+    rollback(_stack, host.data.get("rollback_to"))
+elif len(_enabled) == 1:
+    rollback(_enabled[0], host.data.get("rollback_to"))
+else:
+    fail("Roll back: which stack?", [
+        "name the stack to roll back: --data rollback_stack=<name> (enabled here: "
+        + (", ".join(_enabled) or "none") + ")"])
