@@ -1,0 +1,261 @@
+"""Stack lifecycle without a Docker engine: decisions, snapshots, facts' parsing, the scripts.
+
+The same behaviour against a real engine is in test_stacks_lifecycle_docker.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from pyinfra_testing.operations import make_operation_tests
+
+from facts.compose import (
+    AppDevice,
+    ComposeProject,
+    ImageLabel,
+    SecretFiles,
+    StackHistory,
+    parse_labels,
+    parse_ps_output,
+)
+from genai_workstation.operations.stack import as_plain, gpu_checks
+from genai_workstation.stacks import lifecycle as lc
+
+CASES = Path(__file__).resolve().parent / "operations"
+H1 = "a" * 64
+H2 = "b" * 64
+
+# One TestCase class per tests/operations/stack.<operation>/ folder (pyinfra's JSON format).
+for _folder in sorted(CASES.glob("stack.*")):
+    _cls = make_operation_tests("genai_workstation.operations", _folder.name, _folder)
+    _cls.__name__ = f"TestOperation_{_folder.name.replace('.', '_')}"
+    globals()[_cls.__name__] = _cls
+
+
+def project(config_hash=H1, services=(("app", "running", "healthy"),), running=None):
+    return {
+        "exists": True, "config_hash": config_hash, "manifest": [], "error": None,
+        "running_hashes": [config_hash] if running is None else running,
+        "services": [{"service": s, "state": st, "health": h, "container": f"p-{s}-1",
+                      "labels": {}} for s, st, h in services],
+    }
+
+
+# --- decide ---------------------------------------------------------------------------------
+
+
+def test_converged_stack_is_a_noop():
+    decision = lc.decide(H1, ["app"], project())
+    assert decision.noop and decision.reasons == []
+
+
+def test_first_deploy_brings_up_without_snapshot():
+    decision = lc.decide(H1, ["app"], {"exists": False, "config_hash": None, "services": []})
+    assert decision.up and not decision.snapshot
+    assert "first deploy" in decision.reasons
+
+
+def test_changed_config_snapshots_then_brings_up():
+    decision = lc.decide(H2, ["app"], project())
+    assert decision.snapshot and decision.up
+    assert any("config changed (aaaaaaaaaaaa -> bbbbbbbbbbbb)" in r for r in decision.reasons)
+
+
+@pytest.mark.parametrize("state, health", [("exited", None), ("running", "unhealthy"),
+                                           ("restarting", "starting")])
+def test_service_down_brings_up_again_without_snapshot(state, health):
+    decision = lc.decide(H1, ["app"], project(services=[("app", state, health)]))
+    assert decision.up and not decision.snapshot
+    assert decision.reasons[-1].startswith("not running: app")
+
+
+def test_missing_service_and_foreign_hash():
+    decision = lc.decide(H1, ["app", "proxy"], project())
+    assert decision.up and "proxy (no container)" in decision.reasons[-1]
+    decision = lc.decide(H1, ["app"], project(running=[H2]))
+    assert decision.up and "containers run another config" in decision.reasons[0]
+
+
+def test_build_only_when_the_label_differs():
+    assert lc.decide(H1, ["app"], project(), build_hash=H2, image_build_hash=H2).noop
+    decision = lc.decide(H1, ["app"], project(), build_hash=H2, image_build_hash=None)
+    assert decision.build and decision.up and "image not built yet" in decision.reasons
+    decision = lc.decide(H1, ["app"], project(), build_hash=H2, image_build_hash=H1)
+    assert decision.build and "image build inputs changed" in decision.reasons[0]
+
+
+def test_rewritten_files_bring_the_stack_up():
+    decision = lc.decide(H1, ["app"], project(), files_changed=True)
+    assert decision.up and not decision.snapshot
+
+
+# --- snapshots and rollback targets ---------------------------------------------------------
+
+
+def test_snapshot_names_round_trip():
+    name = lc.snapshot_name("20261123T094200Z", H1)
+    assert name == "20261123T094200Z-aaaaaaaaaaaa"
+    assert lc.parse_snapshot_name(name) == {"name": name, "timestamp": "20261123T094200Z",
+                                            "hash": "aaaaaaaaaaaa", "origin": "deploy"}
+    rb = lc.snapshot_name("20261123T094300Z", H2, rollback=True)
+    assert lc.parse_snapshot_name(rb)["origin"] == "rollback"
+    assert lc.parse_snapshot_name("notes.txt") is None
+    assert lc.parse_snapshot_name("20261123T094200Z-../x") is None
+
+
+def snaps(*names):
+    return [lc.parse_snapshot_name(n) for n in names]
+
+
+def test_prune_keeps_the_newest():
+    history = snaps("20260101T000000Z-aaaaaaaaaaaa", "20260102T000000Z-bbbbbbbbbbbb",
+                    "20260103T000000Z-cccccccccccc")
+    assert lc.prune_list(history, 2) == ["20260101T000000Z-aaaaaaaaaaaa"]
+    assert lc.prune_list(history, 5) == []
+
+
+def test_rollback_target_latest_named_and_errors():
+    history = snaps("20260101T000000Z-aaaaaaaaaaaa", "20260102T000000Z-bbbbbbbbbbbb",
+                    "20260103T000000Z-cccccccccccc-rollback")
+    # newest deploy snapshot whose config is not the deployed one; rollback keeps are skipped
+    assert lc.rollback_target(history, "c" * 64)["hash"] == "bbbbbbbbbbbb"
+    assert lc.rollback_target(history, H2)["hash"] == "aaaaaaaaaaaa"
+    assert lc.rollback_target(history, H2, "20260103")["origin"] == "rollback"
+    assert lc.rollback_target(history, None, "bbbb")["name"].startswith("20260102")
+    with pytest.raises(ValueError, match="no snapshot 'nope'"):
+        lc.rollback_target(history, None, "nope")
+    with pytest.raises(ValueError, match="no previous config"):
+        lc.rollback_target([], H1)
+    with pytest.raises(ValueError, match="every kept snapshot"):
+        lc.rollback_target(snaps("20260101T000000Z-aaaaaaaaaaaa"), H1)
+
+
+def test_snapshot_and_restore_scripts_in_a_real_folder(tmp_path):
+    stack = tmp_path / "stacks" / "demo"
+    (stack / "secrets").mkdir(parents=True)
+    (stack / "compose.yaml").write_text("v1\n")
+    (stack / "secrets" / "token").write_text("t1\n")
+    (stack / "secrets" / "token").chmod(0o600)
+    old = "20260101T000000Z-aaaaaaaaaaaa"
+    (stack / ".history" / old).mkdir(parents=True)
+    name = "20260102T000000Z-bbbbbbbbbbbb"
+    subprocess.run(["sh", "-c", lc.snapshot_script(str(stack), name, [old])], check=True)
+    assert sorted(p.name for p in (stack / ".history").iterdir()) == [name]
+    kept = stack / ".history" / name
+    assert (kept / "compose.yaml").read_text() == "v1\n"
+    assert (kept / "secrets" / "token").stat().st_mode & 0o777 == 0o600
+    assert not (kept / ".history").exists()
+    (stack / "compose.yaml").write_text("v2\n")
+    (stack / "new-file").write_text("x")
+    subprocess.run(["sh", "-c", f"cd {stack} && {lc.restore_commands(name)}"], check=True)
+    assert (stack / "compose.yaml").read_text() == "v1\n"
+    assert not (stack / "new-file").exists()
+    assert (stack / ".history" / name).is_dir()
+    with pytest.raises(ValueError):
+        lc.snapshot_script(str(stack), "../escape", [])
+
+
+def test_scripts_are_valid_sh_and_carry_no_secret():
+    script = lc.up_script(name="comfyui", project_dir="/srv/genai/stacks/comfyui",
+                          config_hash=H1, timeout=300, snapshot="20260101T000000Z-aaaaaaaaaaaa",
+                          gpu_checks=[("comfyui", "comfyui:http://127.0.0.1:8188/system_stats",
+                                       "NVIDIA GeForce RTX 3090")])
+    for text in (script, lc.up_script(name="x", project_dir="/p", config_hash=H1, timeout=5,
+                                      snapshot=None, gpu_checks=[]),
+                 lc.rollback_script(name="x", project_dir="/p", snapshot="s", timeout=5)):
+        subprocess.run(["sh", "-n", "-c", text], check=True)
+        assert "`" not in text  # no command substitution hidden in a message
+    assert "--wait --wait-timeout 300" in script
+    assert f"--tail {lc.LOG_LINES}" in script and "ROLLED BACK" in script
+
+
+# --- GPU probe ------------------------------------------------------------------------------
+
+
+def test_probe_and_mismatch():
+    assert lc.probe_for({"url": "http://127.0.0.1:8188/system_stats"}).startswith("comfyui:")
+    assert lc.probe_for({"url": "http://127.0.0.1:7860/internal/ping",
+                         "gpu_url": "http://127.0.0.1:7860/sdapi/v1/memory"}) == "forge"
+    assert lc.probe_for({"url": "http://127.0.0.1:8080/", "gpu_url": None}) is None
+    seen = "cuda:0 NVIDIA GeForce RTX 3090 : cudaMallocAsync"
+    assert lc.gpu_mismatch("NVIDIA GeForce RTX 3090", seen) is None
+    assert lc.gpu_mismatch(None, "cpu") is None
+    message = lc.gpu_mismatch("NVIDIA GeForce RTX 3080", seen)
+    assert "RTX 3090" in message and "RTX 3080" in message
+    assert "no device" in lc.gpu_mismatch("RTX 3080", None)
+
+
+def test_gpu_checks_from_a_rendered_stack():
+    rendered = as_plain({
+        "files": {"compose.yaml": "x"}, "config_hash": H1, "services": ["comfyui", "proxy"],
+        "health": [{"service": "comfyui", "url": "http://127.0.0.1:8188/system_stats",
+                    "gpu_url": "http://127.0.0.1:8188/system_stats"},
+                   {"service": "proxy", "url": "http://127.0.0.1:8080/", "gpu_url": None}],
+        "expected_gpu": {"comfyui": "NVIDIA GeForce RTX 3090", "proxy": None},
+    })
+    assert gpu_checks(rendered) == [("comfyui", "comfyui:http://127.0.0.1:8188/system_stats",
+                                     "NVIDIA GeForce RTX 3090")]
+
+
+# --- facts ----------------------------------------------------------------------------------
+
+PS_LINES = [
+    json.dumps({"Name": "genai-comfyui-comfyui-1", "Service": "comfyui", "State": "running",
+                "Health": "healthy", "Image": "genai/comfyui:1", "ExitCode": 0,
+                "Labels": "genai.config-hash=" + H1 + ",com.docker.compose.service=comfyui"}),
+    json.dumps({"Name": "genai-comfyui-proxy-1", "Service": "proxy", "State": "exited",
+                "Health": "", "Image": "caddy:2", "ExitCode": 1, "Labels": ""}),
+]
+
+
+def test_ps_output_lines_and_array():
+    assert [r["Service"] for r in parse_ps_output(PS_LINES)] == ["comfyui", "proxy"]
+    array = ["[" + ",".join(PS_LINES) + "]"]
+    assert parse_ps_output(array) == parse_ps_output(PS_LINES)
+    assert parse_ps_output([]) == [] and parse_ps_output(["[]"]) == []
+    assert parse_labels("a=1,b=x=y") == {"a": "1", "b": "x=y"}
+
+
+def test_compose_project_process():
+    inspect = ("/genai-comfyui-comfyui-1\trunning\thealthy\t0\tgenai/comfyui:1\t"
+               + json.dumps({"genai.config-hash": H1, "com.docker.compose.service": "comfyui"}))
+    output = ["@@genai:present", "@@genai:hash", H1, "", "@@genai:manifest", "compose.yaml",
+              ".env", "", "@@genai:ps", *PS_LINES, "@@genai:inspect", inspect,
+              "/genai-comfyui-proxy-1\texited\t\t1\tcaddy:2\tnull", "@@genai:end"]
+    fact = ComposeProject().process(output)
+    assert fact["exists"] and fact["config_hash"] == H1
+    assert fact["manifest"] == ["compose.yaml", ".env"]
+    assert fact["running_hashes"] == [H1]
+    comfy, proxy = fact["services"]
+    assert (comfy["service"], comfy["state"], comfy["health"]) == ("comfyui", "running",
+                                                                   "healthy")
+    assert (proxy["service"], proxy["state"], proxy["health"]) == ("proxy", "exited", None)
+    assert ComposeProject().process(["@@genai:absent"]) == ComposeProject.default()
+    failed = ComposeProject().process(["@@genai:present", "@@genai:ps", "@@genai:ps-failed"])
+    assert failed["exists"] and "Compose v2" in failed["error"]
+
+
+def test_compose_project_command_never_prints_env_or_cmd():
+    command = ComposeProject().command("/srv/genai/stacks/comfyui")
+    assert "docker inspect --format" in command and "{{json .Config.Labels}}" in command
+    assert ".Config.Env" not in command and ".Config.Cmd" not in command
+
+
+def test_image_label_history_device_secret_files():
+    label = f"@@genai:label {lc.BUILD_HASH_LABEL}"
+    assert ImageLabel().process([label, json.dumps({lc.BUILD_HASH_LABEL: H1})]) == H1
+    assert ImageLabel().process([label, "null"]) is None
+    assert ImageLabel().process([label, "@@genai:absent"]) is None
+    assert StackHistory().process(["20260102T000000Z-bbbbbbbbbbbb", "junk",
+                                   "20260101T000000Z-aaaaaaaaaaaa"])[0]["hash"] == "aaaaaaaaaaaa"
+    assert AppDevice().process(["@@genai:device cuda:0 NVIDIA X"]) == {
+        "name": "cuda:0 NVIDIA X", "error": None}
+    assert AppDevice().process(["service \"x\" is not running"])["name"] is None
+    files = SecretFiles().process(["/a\t600 1000 1000\tdeadbeef", "/b\tabsent"])
+    assert files == {"/a": {"digest": "deadbeef", "mode": "600", "uid": 1000, "gid": 1000},
+                     "/b": None}
+    command = SecretFiles().command(["/a"], "salt")
+    assert "sha256sum" in command and "cat" in command
