@@ -129,8 +129,9 @@ def test_unknown_expected_gpu_lists_the_gpus_found(tmp_path):
     message, executed = _refused(tmp_path, wsl_responses(), docker={"source": "desktop"},
                                  gpu={"mode": "nvidia", "expected": ["RTX 3090"]})
     assert "RTX 3090" in message
-    assert ("GPUs found: 0: NVIDIA GeForce RTX 4070 (GPU-52dc20f4-4d06-1338-85c9-c493c5dcec02,"
-            " 00000000:01:00.0)") in message
+    assert message.startswith("gpu.expected: GPU 'RTX 3090'")
+    assert ("GPUs found: index 0: NVIDIA GeForce RTX 4070 "
+            "(GPU-52dc20f4-4d06-1338-85c9-c493c5dcec02)") in message
     assert_nothing_changed(executed)
 
 

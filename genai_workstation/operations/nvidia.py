@@ -119,7 +119,7 @@ def gpus(expected: list | None = None):
     found = host.get_fact(NvidiaGpus)
     visible = found.get("gpus") or []
     if not found.get("available"):
-        reason = found.get("error") or "nvidia-smi lists no GPU"
+        reason = (found.get("error") or "nvidia-smi lists no GPU").rstrip(".")
         if expected:
             raise OperationError(
                 f"gpu.expected names {', '.join(map(str, expected))} but no GPU is visible: "
@@ -140,9 +140,7 @@ def gpus(expected: list | None = None):
         except GpuResolutionError as error:
             problems.append(str(error))
     if problems:
-        raise OperationError(
-            f"{'; '.join(problems)}. GPUs found: {describe_gpus(visible)}"
-        )
+        raise OperationError("gpu.expected: " + "; ".join(problems))
     host.noop(f"GPUs: {describe_gpus(visible)}")
     return
     yield  # an operation is a generator

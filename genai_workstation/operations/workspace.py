@@ -72,7 +72,16 @@ def tree(root: str, uid: int, gid: int, models_dir: str | None = None, mode: str
     """
     paths = workspace_paths(root, models_dir)
     states = host.get_fact(PathStates, paths=paths)
-    problems = [reason for path in paths if (reason := refusal(path, states.get(path) or {}))]
+    problems, seen = [], set()
+    for path in paths:
+        state = states.get(path) or {}
+        reason = refusal(path, state)
+        where = (state.get("fstype"), state.get("mount"))
+        if state.get("exists") and state.get("kind") != "directory":
+            where = path
+        if reason and where not in seen:  # one line per filesystem, not per folder
+            seen.add(where)
+            problems.append(reason)
     if problems:
         raise OperationError("workspace refused, nothing created: " + "; ".join(problems))
 

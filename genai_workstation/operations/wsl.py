@@ -58,7 +58,7 @@ def no_linux_driver():
     Fail when a Linux NVIDIA driver package is installed inside WSL2, with NVIDIA's reason.
     Changes nothing: removing packages is left to the user.
     """
-    found = host.get_fact(ForbiddenNvidiaPackages)
+    found = list(host.get_fact(ForbiddenNvidiaPackages) or [])
     if found:
         raise OperationError(
             f"Linux NVIDIA driver packages installed inside WSL2: {', '.join(found)}. "
