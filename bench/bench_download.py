@@ -5,7 +5,9 @@
 The server (tests/harness/model_server.py) serves a sparse 2 GiB file over real sockets on
 127.0.0.1 with sendfile and counts the body bytes it sends. Each client runs in its own process:
 curl, curl followed by an fsync of its output, our downloader (hash in the same pass) without
-fsync, and our downloader as it really runs (fsync before the atomic rename). Then a resumed
+fsync, and our downloader as it really runs (fsync before the atomic rename). Before every run
+the page cache is synced (no dirty pages left by the previous client) and the order of the
+four clients rotates each round; the table shows medians. Then a resumed
 download: the server cuts the first attempt at 40 %, the process gives up (retries=0) leaving
 the .part, a second process resumes; the server's byte count shows only the missing bytes went
 over the wire. Peak memory is the downloader process's ru_maxrss (the whole interpreter with
@@ -97,8 +99,11 @@ def main() -> int:
             times: dict[str, list[float]] = {"curl": [], "curl+fsync": [], "ours": [],
                                              "ours+fsync": []}
             rss = []
-            for _ in range(args.rounds):
-                for label in times:
+            labels = list(times)
+            for round_ in range(args.rounds):
+                # Rotate the order each round; start every run with no dirty pages left over.
+                for label in labels[round_ % len(labels):] + labels[:round_ % len(labels)]:
+                    os.sync()
                     target_dir = work / "dest" / label
                     shutil.rmtree(target_dir, ignore_errors=True)
                     target_dir.mkdir(parents=True)
