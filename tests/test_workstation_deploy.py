@@ -155,3 +155,38 @@ def test_workspace_on_tmpfs_is_refused_and_nothing_is_created(fresh_host):
     assert list(fresh_host.path("/srv/genai").iterdir()) == []
     assert fresh_host.path("/etc/passwd").read_text() == before_passwd
     assert fresh_host.run("dpkg-query -W docker.io", check=False).returncode != 0
+
+
+TOOLKIT_ONLY = Path(__file__).resolve().parent / "deploys" / "workstation_toolkit_only.py"
+
+
+def test_wrong_repository_key_fails_visibly(fresh_host, nvidia_repo, tmp_path):
+    """NO_PUBKEY with cached lists makes `apt-get update` exit 0; the toolkit operation still
+    fails, naming the repository. The toolkit is first installed at one version, then the
+    keyring is swapped for an unrelated key and the next version asked for."""
+    import subprocess
+
+    from tests.harness.hosts import fleet_inventory
+    from tests.harness.pyinfra_run import run_pyinfra
+
+    def inventory(version: str) -> dict:
+        return fleet_inventory([fresh_host], **settings(nvidia_repo, nvidia_toolkit={
+            "version": version, "repo_url": nvidia_repo.repo_url,
+            "gpgkey_url": nvidia_repo.gpgkey_url}))
+
+    first, second = nvidia_repo.toolkit_versions[:2]
+    run_pyinfra(str(TOOLKIT_ONLY), inventory(first)).check()
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--batch", "--homedir", str(home)]
+    subprocess.run([*gpg, "--passphrase", "", "--quick-gen-key", "unrelated <x@example.invalid>",
+                    "ed25519", "sign", "never"], check=True, capture_output=True)
+    wrong = subprocess.run([*gpg, "--export"], check=True, capture_output=True).stdout
+    fresh_host.path("/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg").write_bytes(wrong)
+
+    run = run_pyinfra(str(TOOLKIT_ONLY), inventory(second))
+    assert run.rc != 0, run.describe()
+    assert "NO_PUBKEY" in run.stderr or "not signed" in run.stderr, run.describe()
+    assert "apt-get update of the NVIDIA container toolkit repository failed" in run.stderr
+    installed = fresh_host.run("dpkg-query -W -f '${Version}' nvidia-container-toolkit").stdout
+    assert installed == nvidia_repo.versions[0]
