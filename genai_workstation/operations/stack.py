@@ -18,7 +18,7 @@ import hashlib
 import os
 import posixpath
 from datetime import datetime, timezone
-from io import StringIO
+from io import BytesIO, StringIO
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
@@ -92,13 +92,25 @@ def _parents(relpath: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _put_secret(content: str, dest: str, remote: dict | None, salt: str, uid: int, gid: int,
+def _io(content):
+    """A file object for files.put / FileUploadCommand (templates may be bytes): text when it
+    is UTF-8 (so that --diff can show it), bytes otherwise."""
+    if isinstance(content, bytes):
+        try:
+            return StringIO(content.decode("utf-8"))
+        except UnicodeDecodeError:
+            return BytesIO(content)
+    return StringIO(content)
+
+
+def _put_secret(content, dest: str, remote: dict | None, salt: str, uid: int, gid: int,
                 temp_dir: str):
     """Upload a secret file without ever printing it: compare salted digests, 0600, owner."""
-    digest = hashlib.sha256((salt + content).encode()).hexdigest()
+    data = content if isinstance(content, bytes) else content.encode()
+    digest = hashlib.sha256(salt.encode() + data).hexdigest()
     if remote is None or remote.get("digest") != digest:
         yield FileUploadCommand(
-            StringIO(content), dest,
+            _io(content), dest,
             remote_temp_filename=host.get_temp_filename(dest, temp_directory=temp_dir),
         )
         yield StringCommand("chown", f"{uid}:{gid}", dest)
@@ -145,7 +157,7 @@ def write_files(rendered: dict, project_dir: str, user: str, group: str, uid: in
                                      uid, gid, temp_dir))
         else:
             cmds += list(files.put._inner(
-                src=StringIO(item["content"]), dest=dest, user=user, group=group,
+                src=_io(item["content"]), dest=dest, user=user, group=group,
                 mode=_mode(item["mode"], "644")))
 
     manifest = "".join(f"{p}\n" for p in sorted(wanted))
