@@ -315,3 +315,25 @@ def test_tty_progress_shows_speed_and_eta(model_server, tmp_path):
         time.sleep(0.05)
     text = out.getvalue()
     assert "\r" in text and "/s" in text and "ETA" in text
+
+
+def test_cli_fetch_then_nothing_to_do(model_server, tmp_path):
+    data = blob(90_000, seed=17)
+    model_server.add_file("cli.safetensors", data)
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text(f"HF_TOKEN={HF_TOKEN}\n")
+    secrets.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_TOKEN")}
+    env["GENAI_SECRETS"] = str(secrets)
+    command = [sys.executable, "-m", "genai_workstation.models", "fetch",
+               f"{model_server.url}/files/cli.safetensors", "--folder", "loras",
+               "--sha256", sha(data), "--models-dir", str(tmp_path / "models"),
+               "--hf-endpoint", model_server.url]
+    first = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "1 fetched" in first.stdout and HF_TOKEN not in first.stdout + first.stderr
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert second.returncode == 0 and "1 present, 0 fetched" in second.stdout
+    assert (tmp_path / "models" / "loras" / "cli.safetensors").read_bytes() == data
