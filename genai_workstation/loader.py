@@ -22,7 +22,8 @@ DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "workstation.yaml"
 INVENTORY_ENV = "GENAI_INVENTORY"
 
 # Settings that are objects get their own defaults filled in even when absent.
-_OBJECT_SETTINGS = ("connection", "user", "docker", "nvidia_toolkit", "gpu", "wsl", "stacks")
+_OBJECT_SETTINGS = ("connection", "user", "docker", "nvidia_toolkit", "gpu", "wsl", "stacks",
+                    "model_endpoints")
 
 
 @dataclass
@@ -107,6 +108,8 @@ def load_inventory(path: Path | str | None = None, environ=None) -> Inventory:
     settings_schema = full_schema["$defs"]["settings"]
     for name in document["hosts"]:
         settings = resolve_host(document, name, settings_schema, full_schema)
+        if settings.get("models_manifest"):
+            settings["models"] = settings["models"] + _manifest(path, settings["models_manifest"])
         settings["workstation_name"] = name
         settings["inventory_dir"] = str(path.parent.resolve())
         host_problems = check_host(name, settings, marks)
@@ -182,6 +185,12 @@ def schema_problems(document: dict, full_schema: dict, marks: dict) -> list[Prob
     for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.path))):
         problems.extend(describe(error, full_schema, marks))
     return _unique(problems)
+
+
+def _manifest(inventory_file: Path, manifest: str) -> list[dict]:
+    from .models.manifest import load_manifest_file
+
+    return load_manifest_file((inventory_file.parent / manifest).expanduser())
 
 
 def _merge(into: dict, overlay: dict) -> None:

@@ -313,3 +313,21 @@ def test_connection_types_map_to_pyinfra_hosts(tmp_path):
     assert (ws2["ssh_hostname"], ws2["ssh_port"], ws2["ssh_user"], ws2["ssh_key"]) == (
         "10.0.0.5", 2222, "root", "/k")
     assert dict(groups["lab"])["@vagrant/genai-rehearsal"]["nvidia_toolkit"]["enabled"] is False
+
+
+def test_models_manifest_is_validated_and_its_tokens_required(tmp_path):
+    (tmp_path / "models.yaml").write_text(
+        "- {hf: stabilityai/sdxl-turbo, file: sd_xl_turbo_1.0_fp16.safetensors, "
+        "folder: checkpoints}\n- {civitai: 128713, folder: checkpoints}\n")
+    yaml_text = """
+    hosts:
+      ws1:
+        connection: {type: local}
+        models_manifest: models.yaml
+    """
+    result = run_cli(tmp_path, yaml_text)
+    assert result.returncode == 2
+    assert "hosts.ws1.models.1.civitai: needs the secret CIVITAI_TOKEN" in result.stderr
+    (tmp_path / "models.yaml").write_text("- {url: 'https://example.org/a.bin', folder: lora}\n")
+    result = run_cli(tmp_path, yaml_text)
+    assert "models.yaml:1: models.0.folder: 'lora' is not a ComfyUI model folder" in result.stderr

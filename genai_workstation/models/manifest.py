@@ -10,7 +10,6 @@ import copy
 from pathlib import Path
 
 import yaml
-from jsonschema import Draft202012Validator
 
 from ..errors import InventoryError, Problem
 from . import downloader
@@ -49,26 +48,26 @@ def models_yaml_schema() -> dict:
 def load_manifest_file(path: str | Path) -> list[dict]:
     """Read and validate a models.yaml; raise InventoryError with every problem found."""
     from ..checks import _model_problems
-    from ..loader import apply_defaults
+    from ..loader import apply_defaults, schema_problems
+    from ..yamlmarks import load_with_marks
 
     path = Path(path)
     shown = str(path)
     if not path.is_file():
-        raise InventoryError(shown, [Problem("", "file not found")])
+        raise InventoryError(shown, [Problem("", "file not found",
+                                             "check models_manifest in the inventory")])
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document, marks, problems = load_with_marks(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise InventoryError(shown, [Problem("", f"not valid YAML: {exc}")]) from None
     if isinstance(document, list):
         document = {"models": document}
+        marks = {f"models.{key}": line for key, line in marks.items()}
     schema = models_yaml_schema()
-    problems = []
-    for error in Draft202012Validator(schema).iter_errors(document):
-        where = ".".join(str(p) for p in error.path)
-        problems.append(Problem(where, error.message))
+    problems += schema_problems(document, schema, marks)
     if not problems:
         for index, model in enumerate(document["models"]):
-            problems += _model_problems(f"models.{index}", model, {})
+            problems += _model_problems(f"models.{index}", model, marks)
     if problems:
         raise InventoryError(shown, problems)
     apply_defaults(document, schema, schema)
