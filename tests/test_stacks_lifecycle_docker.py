@@ -1,0 +1,248 @@
+"""Stack lifecycle against a real Docker engine (tests/harness/docker_engine.py), through the
+real pyinfra CLI (`tests/deploys/stack_lifecycle.py` = the stack and verify steps of
+deploys/comfyui.py, without the workstation step, which is not for this machine).
+
+The app image is the STAND-IN from tests/standin/ (it answers the ComfyUI endpoints the deploy
+uses, reports a configurable GPU name, and fails on STANDIN_FAIL=1): these tests prove the
+lifecycle, not ComfyUI itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from genai_workstation.stacks import lifecycle as lc
+from tests.harness.pyinfra_run import run_pyinfra
+
+pytestmark = pytest.mark.docker
+
+DEPLOY = "tests/deploys/stack_lifecycle.py"
+SECRET = "Zq9-lifecycle-SECRET-7f3c2b1a-do-not-print"
+GPU_3090 = "NVIDIA GeForce RTX 3090"
+GPU_3080 = "NVIDIA GeForce RTX 3080"
+
+
+# --- engine plumbing (the harness fixture is the contract: env, run, exec_in_netns) --------
+
+
+def _docker(engine, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], env={**os.environ, **engine.env},
+                          capture_output=True, text=True, check=check, timeout=300)
+
+
+def _standin_image(engine) -> str:
+    for attr in ("standin_image", "app_image", "standin"):
+        value = getattr(engine, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    pytest.skip("the docker_engine fixture names no stand-in app image")
+
+
+@pytest.fixture(scope="module")
+def images(docker_engine):
+    """Stand-in tags: `ok` reports an RTX 3090, `other_gpu` an RTX 3080, `fail` never starts."""
+    base = _standin_image(docker_engine)
+    tags = {"ok": base}
+    for key, env in (("other_gpu", {"STANDIN_GPU_NAME": f"cuda:0 {GPU_3080} : cudaMallocAsync"}),
+                     ("fail", {"STANDIN_FAIL": "1"})):
+        tag = f"local/lifecycle-{key.replace('_', '-')}:1"
+        lines = [f"FROM {base}"] + [f'ENV {k}="{v}"' for k, v in env.items()]
+        subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input="\n".join(lines) + "\n",
+                       env={**os.environ, **docker_engine.env, "DOCKER_BUILDKIT": "0"},
+                       capture_output=True, text=True, check=True, timeout=300)
+        tags[key] = tag
+    return tags
+
+
+def _http_status(engine, url: str) -> int | None:
+    """GET `url` from inside the engine's network namespace (where ports are published)."""
+    code = ("import sys,urllib.request as u\n"
+            "try:\n print(u.urlopen(sys.argv[1], timeout=5).status)\n"
+            "except Exception as e:\n print(getattr(e, 'code', 'down'))\n")
+    result = engine.exec_in_netns(["python3", "-c", code, url])
+    out = result.stdout if hasattr(result, "stdout") else str(result)
+    out = out.decode() if isinstance(out, bytes) else out
+    text = out.strip().splitlines()[-1] if out.strip() else ""
+    return int(text) if text.isdigit() else None
+
+
+def _inventory(workspace: Path, stacks: dict, gpu_mode: str = "none") -> dict:
+    return {"hosts": {"local": {
+        "connection": {"type": "local"},
+        "user": {"name": "daemon", "uid": 1, "gid": 1},  # an existing system user
+        "workspace": str(workspace), "gpu": {"mode": gpu_mode}, "history_keep": 3,
+        "stacks": stacks,
+    }}}
+
+
+def _run(engine, inventory: dict, stack: str, *args: str, tmp_path: Path, env=None, **kw):
+    secrets = tmp_path / "secrets.env"
+    if not secrets.exists():
+        secrets.write_text(f"API_TOKEN={SECRET}\n")
+        secrets.chmod(0o600)
+    return run_pyinfra(DEPLOY, inventory, "--data", f"lifecycle_stack={stack}", *args,
+                       env={**engine.env, **(env or {})}, secrets=secrets,
+                       inventory_dir=tmp_path / "inventory", **kw)
+
+
+def _template(folder: Path) -> Path:
+    """A user's compose template folder: the stand-in, a compose secret, a healthcheck."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "compose.yaml.j2").write_text(textwrap.dedent("""\
+        services:
+          app:
+            image: {{ vars.image }}
+            init: true
+            user: "{{ user }}"
+            ports: ["127.0.0.1:{{ vars.port }}:8188"]
+            environment:
+              STANDIN_FAIL: "{{ vars.fail }}"
+            secrets: [api_token]
+            healthcheck:
+              test: ["CMD", "python3", "-c",
+                     "import urllib.request as u; u.urlopen('http://127.0.0.1:8188/system_stats')"]
+              interval: 2s
+              timeout: 5s
+              retries: 3
+        secrets:
+          api_token:
+            file: {{ secrets.API_TOKEN }}
+        """))
+    return folder
+
+
+def _custom(tmp_path: Path, image: str, port: int, fail: str = "0") -> dict:
+    return {"custom": {"demo": {
+        "template_dir": str(_template(tmp_path / "template")), "secrets": ["API_TOKEN"],
+        "ports": [port], "vars": {"image": image, "port": port, "fail": fail},
+        "health_timeout": 30}}}
+
+
+def _changed(run) -> list[str]:
+    return [name for names in run.changed_operations.values() for name in names]
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+def test_comfyui_converges_then_plans_zero_changes_on_loopback_only(docker_engine, images,
+                                                                      tmp_path):
+    port = 18301
+    stacks = {"comfyui": {"port": port, "gpu": "none", "health_timeout": 60,
+                          "image": {"build": False, "name": images["ok"]}}}
+    inventory = _inventory(tmp_path / "ws", stacks)
+    first = _run(docker_engine, inventory, "comfyui", tmp_path=tmp_path).check()
+    assert any("Stack comfyui" in name for name in _changed(first))
+    second = _run(docker_engine, inventory, "comfyui", tmp_path=tmp_path).check()
+    assert _changed(second) == [], second.describe()
+    dry = _run(docker_engine, inventory, "comfyui", tmp_path=tmp_path, dry=True)
+    assert dry.returncode == 0 and not dry.changed, dry.describe()
+
+    stack = tmp_path / "ws" / "stacks" / "comfyui"
+    assert (stack / lc.DEPLOYED_HASH_FILE).read_text().strip()
+    ps = _docker(docker_engine, "ps", "--filter", "label=genai.stack=comfyui", "-q").stdout.split()
+    assert ps, "no comfyui container"
+    info = json.loads(_docker(docker_engine, "inspect", *ps).stdout)
+    bindings = [b for c in info for spec in (c["HostConfig"]["PortBindings"] or {}).values()
+                for b in spec]
+    assert bindings and {b["HostIp"] for b in bindings} == {"127.0.0.1"}, bindings
+    assert _http_status(docker_engine, f"http://127.0.0.1:{port}/system_stats") == 200
+
+
+def test_unhealthy_config_is_rolled_back_and_old_stack_keeps_serving(docker_engine, images,
+                                                                      tmp_path):
+    port = 18302
+    good = _inventory(tmp_path / "ws", _custom(tmp_path, images["ok"], port))
+    _run(docker_engine, good, "demo", tmp_path=tmp_path).check()
+    stack = tmp_path / "ws" / "stacks" / "demo"
+    deployed = (stack / lc.DEPLOYED_HASH_FILE).read_text().strip()
+
+    bad = _inventory(tmp_path / "ws", _custom(tmp_path, images["ok"], port, fail="1"))
+    failed = _run(docker_engine, bad, "demo", tmp_path=tmp_path)
+    assert failed.returncode != 0
+    assert "ROLLED BACK stack demo" in failed.stderr, failed.describe()
+    assert f"last {lc.LOG_LINES} log lines" in failed.stderr
+    assert "standin" in failed.stderr.lower()  # the app's own log lines were printed
+    assert (stack / lc.DEPLOYED_HASH_FILE).read_text().strip() == deployed
+    assert _http_status(docker_engine, f"http://127.0.0.1:{port}/system_stats") == 200
+    kept = [p.name for p in (stack / ".history").iterdir()]
+    assert any(name.endswith(deployed[:12]) for name in kept), kept
+
+    # the restored config is the inventory's old one: converged, 0 changes
+    again = _run(docker_engine, good, "demo", tmp_path=tmp_path).check()
+    assert _changed(again) == [], again.describe()
+
+
+def test_rollback_deploy_restores_the_previous_config(docker_engine, images, tmp_path):
+    port = 18303
+    first = _inventory(tmp_path / "ws", _custom(tmp_path, images["ok"], port))
+    _run(docker_engine, first, "demo", tmp_path=tmp_path).check()
+    stack = tmp_path / "ws" / "stacks" / "demo"
+    old = (stack / lc.DEPLOYED_HASH_FILE).read_text().strip()
+    second = _inventory(tmp_path / "ws", _custom(tmp_path, images["other_gpu"], port))
+    _run(docker_engine, second, "demo", tmp_path=tmp_path).check()
+    assert (stack / lc.DEPLOYED_HASH_FILE).read_text().strip() != old
+
+    back = run_pyinfra("deploys/rollback.py", second, "--data", "rollback_stack=demo",
+                       env=docker_engine.env, secrets=tmp_path / "secrets.env",
+                       inventory_dir=tmp_path / "inventory").check()
+    assert any("Roll back stack demo" in n for n in _changed(back))
+    assert (stack / lc.DEPLOYED_HASH_FILE).read_text().strip() == old
+    assert _http_status(docker_engine, f"http://127.0.0.1:{port}/system_stats") == 200
+
+
+def test_secret_value_never_printed_in_argv_or_compose(docker_engine, images, tmp_path):
+    port = 18304
+    inventory = _inventory(tmp_path / "ws", _custom(tmp_path, images["ok"], port))
+    outputs = []
+    for args in (("-vv", "--diff"), ("-vvv",), ("--diff",)):
+        run = _run(docker_engine, inventory, "demo", *args, tmp_path=tmp_path).check()
+        outputs.append(run.stdout + run.stderr)
+        # rotate the secret so that the next run has a change (and a --diff) to show
+        (tmp_path / "secrets.env").write_text(f"API_TOKEN={SECRET}-{len(outputs)}\n")
+    assert all(SECRET not in text for text in outputs)
+    assert all(json.loads(text[text.find('{"plan"'):].splitlines()[0]) for text in outputs)
+
+    stack = tmp_path / "ws" / "stacks" / "demo"
+    secret_files = {stack / "secrets" / "API_TOKEN", stack / "secrets.env"}
+    for path in secret_files:
+        assert path.stat().st_mode & 0o777 == 0o600 and path.stat().st_uid == 1
+        assert SECRET in path.read_text()
+    for path in stack.rglob("*"):
+        if path.is_file() and ".history" not in path.parts and path not in secret_files:
+            assert SECRET not in path.read_text(errors="replace"), path
+    ps = _docker(docker_engine, "ps", "-aq", "--filter", "label=genai.stack=demo").stdout.split()
+    for container in json.loads(_docker(docker_engine, "inspect", *ps).stdout):
+        shown = json.dumps([container["Config"].get("Cmd"), container.get("Args"),
+                            container["Config"].get("Env"), container["Config"].get("Entrypoint")])
+        assert SECRET not in shown
+
+
+def test_gpu_name_check_fails_on_mismatch(docker_engine, images, tmp_path):
+    """The inventory declares the RTX 3090 (nvidia-smi stub); the app reports an RTX 3080."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '0, GPU-873ec493-2856-0e4e-b7c4-47f859451051, "
+                   f"{GPU_3090}, 00000000:01:00.0, 24576, 555.99'\n")
+    smi.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    port = 18305
+    stacks = {"comfyui": {"port": port, "gpu": "RTX 3090", "health_timeout": 60,
+                          "image": {"build": False, "name": images["other_gpu"]}}}
+    inventory = _inventory(tmp_path / "ws", stacks, gpu_mode="nvidia")
+    run = _run(docker_engine, inventory, "comfyui", tmp_path=tmp_path, env=env)
+    if "could not select device driver" in run.stderr:
+        pytest.skip("the test engine has no (stub) nvidia device driver; see docs/lifecycle.md")
+    assert run.returncode != 0
+    assert "GPU check FAILED" in run.stderr, run.describe()
+    assert GPU_3080 in run.stderr and GPU_3090 in run.stderr
+    # nothing changed since: the check still fails, from facts alone
+    again = _run(docker_engine, inventory, "comfyui", tmp_path=tmp_path, env=env)
+    assert again.returncode != 0 and "GPU check FAILED" in again.stderr
