@@ -102,6 +102,8 @@ def test_second_run_changes_nothing(converged, docker_host):
     assert second.changed_operations == {docker_host.name: []}, second.describe()
     assert dry.rc == 0 and dry.json is not None, dry.describe()
     assert dry.changed_operations == {docker_host.name: []}, dry.describe()
+    print(f"\nworkstation deploy: first run {_first.duration:.1f}s, second run "
+          f"{second.duration:.1f}s, dry run {dry.duration:.1f}s")
 
 
 def test_toolkit_pinned_and_daemon_json_merged(converged, docker_host, repo_inside):
