@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
-from pyinfra_testing.operations import make_operation_tests
 
 from facts.compose import (
     AppDevice,
@@ -24,16 +22,9 @@ from facts.compose import (
 from genai_workstation.operations.stack import as_plain, gpu_checks
 from genai_workstation.stacks import lifecycle as lc
 
-CASES = Path(__file__).resolve().parent / "operations"
+# The JSON cases of tests/operations/stack.*/ run in tests/test_operations.py.
 H1 = "a" * 64
 H2 = "b" * 64
-
-# One TestCase class per tests/operations/stack.<operation>/ folder (pyinfra's JSON format).
-for _folder in sorted(CASES.glob("stack.*")):
-    _cls = make_operation_tests("genai_workstation.operations", _folder.name, _folder)
-    _cls.__name__ = f"TestOperation_{_folder.name.replace('.', '_')}"
-    globals()[_cls.__name__] = _cls
-
 
 def project(config_hash=H1, services=(("app", "running", "healthy"),), running=None):
     return {
