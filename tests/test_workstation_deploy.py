@@ -192,3 +192,18 @@ def test_wrong_repository_key_fails_visibly(fresh_host, nvidia_repo, tmp_path):
     assert "apt-get update of the NVIDIA container toolkit repository failed" in run.stderr
     installed = fresh_host.run("dpkg-query -W -f '${Version}' nvidia-container-toolkit").stdout
     assert installed == nvidia_repo.versions[0]
+
+
+def test_debian_12_without_a_compose_v2_source_is_refused(fresh_host):
+    from tests.harness.hosts import fleet_inventory
+    from tests.harness.pyinfra_run import run_pyinfra
+
+    inventory = fleet_inventory([fresh_host], **settings(
+        docker={"source": "distro"}, gpu={"mode": "none"}, workspace="/srv/genai-compose"))
+    run = run_pyinfra(DEPLOY, inventory)
+    assert run.rc != 0
+    assert "debian 12 (bookworm) packages no Compose v2 for docker.io" in run.stderr, \
+        run.describe()
+    assert "docker.compose_plugin_path" in run.stderr
+    assert not fresh_host.path("/srv/genai-compose").exists()
+    assert fresh_host.run("dpkg-query -W docker.io", check=False).returncode != 0

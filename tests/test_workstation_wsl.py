@@ -171,3 +171,28 @@ def test_gpu_mode_none_skips_gpu_checks_visibly(tmp_path, caplog):
     names = [name for name, _ in ran]
     assert "Workstation | GPUs expected by the inventory" not in names
     assert "GPU checks and the NVIDIA container toolkit are skipped" in caplog.text
+
+
+def test_uid_of_the_wsl_users_own_account_is_refused_with_the_fix(tmp_path):
+    passwd = ["root:x:0:0:root:/root:/bin/bash|root|root||*",
+              "alice:x:1000:1000:,,,:/home/alice:/bin/bash|alice|alice sudo||*"]
+    message, executed = _refused(tmp_path, wsl_responses(**{"cat /etc/passwd": passwd}),
+                                 docker={"source": "desktop"})
+    assert message == ("uid 1000 already belongs to user 'alice': set `user.name: alice` to use "
+                       "that account as the workstation user, or choose a free `user.uid`")
+    assert_nothing_changed(executed)
+
+
+def test_the_wsl_users_own_account_joins_docker(tmp_path):
+    passwd = ["root:x:0:0:root:/root:/bin/bash|root|root||*",
+              "alice:x:1000:1000:,,,:/home/alice:/bin/bash|alice|alice sudo||*"]
+    responses = wsl_responses(**{"cat /etc/passwd": passwd,
+                                 "cat /etc/group": ["root:x:0:", "alice:x:1000:"],
+                                 "command -v usermod": ["/usr/sbin/usermod"]})
+    _state, _host, ran = run_fake(tmp_path, responses, docker={"source": "desktop"},
+                                  user={"name": "alice", "uid": 1000, "gid": 1000})
+    commands = dict(ran)["Workstation | User alice (1000:1000) in group docker"]
+    # no uid change, no useradd; (the fake answers no stat for /home/alice, so pyinfra's
+    # ensure_home also plans `mkdir -p` + `chown` of the home it believes missing)
+    assert commands[:2] == ["groupadd -r docker", "usermod -a -G docker alice"]
+    assert not any("useradd" in c or "-u " in c or "--uid" in c for c in commands)

@@ -85,13 +85,14 @@ def workstation():
             compose_plugin_path=docker_settings.get("compose_plugin_path"),
         )
         docker.service(name="Docker service running and enabled")
-    system.workstation_user(
+    # Its uid/name conflicts are checked now too (before Docker is installed).
+    _check_now(system.workstation_user(
         name=f"User {user['name']} ({user['uid']}:{user['gid']}) in group docker",
         username=user["name"],
         uid=user["uid"],
         gid=user["gid"],
         groups=["docker"],
-    )
+    ))
 
     # NVIDIA container toolkit and Docker's nvidia runtime.
     if toolkit["enabled"] and gpu["mode"] == "nvidia" and source != "desktop":
