@@ -31,45 +31,24 @@ GPU_3080 = "NVIDIA GeForce RTX 3080"
 # --- engine plumbing (the harness fixture is the contract: env, run, exec_in_netns) --------
 
 
-def _docker(engine, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], env={**os.environ, **engine.env},
-                          capture_output=True, text=True, check=check, timeout=300)
-
-
-def _standin_image(engine) -> str:
-    for attr in ("standin_image", "app_image", "standin"):
-        value = getattr(engine, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    pytest.skip("the docker_engine fixture names no stand-in app image")
+def _docker(engine, *args: str) -> subprocess.CompletedProcess:
+    return engine.run(*args)
 
 
 @pytest.fixture(scope="module")
 def images(docker_engine):
     """Stand-in tags: `ok` reports an RTX 3090, `other_gpu` an RTX 3080, `fail` never starts."""
-    base = _standin_image(docker_engine)
-    tags = {"ok": base}
-    for key, env in (("other_gpu", {"STANDIN_GPU_NAME": f"cuda:0 {GPU_3080} : cudaMallocAsync"}),
-                     ("fail", {"STANDIN_FAIL": "1"})):
-        tag = f"local/lifecycle-{key.replace('_', '-')}:1"
-        lines = [f"FROM {base}"] + [f'ENV {k}="{v}"' for k, v in env.items()]
-        subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input="\n".join(lines) + "\n",
-                       env={**os.environ, **docker_engine.env, "DOCKER_BUILDKIT": "0"},
-                       capture_output=True, text=True, check=True, timeout=300)
-        tags[key] = tag
-    return tags
+    return {
+        "ok": docker_engine.standin_image,
+        "other_gpu": docker_engine.standin_variant(
+            STANDIN_GPU_NAME=f"cuda:0 {GPU_3080} : cudaMallocAsync"),
+        "fail": docker_engine.standin_variant(STANDIN_FAIL="1"),
+    }
 
 
 def _http_status(engine, url: str) -> int | None:
     """GET `url` from inside the engine's network namespace (where ports are published)."""
-    code = ("import sys,urllib.request as u\n"
-            "try:\n print(u.urlopen(sys.argv[1], timeout=5).status)\n"
-            "except Exception as e:\n print(getattr(e, 'code', 'down'))\n")
-    result = engine.exec_in_netns(["python3", "-c", code, url])
-    out = result.stdout if hasattr(result, "stdout") else str(result)
-    out = out.decode() if isinstance(out, bytes) else out
-    text = out.strip().splitlines()[-1] if out.strip() else ""
-    return int(text) if text.isdigit() else None
+    return engine.http_get(url)[0]
 
 
 def _inventory(workspace: Path, stacks: dict, gpu_mode: str = "none") -> dict:
