@@ -225,3 +225,17 @@ def test_gpu_name_check_fails_on_mismatch(docker_engine, images, tmp_path):
     # nothing changed since: the check still fails, from facts alone
     again = _run(docker_engine, inventory, "comfyui", tmp_path=tmp_path, env=env)
     assert again.returncode != 0 and "GPU check FAILED" in again.stderr
+
+
+def test_forge_two_instances_converge_then_zero_changes(docker_engine, images, tmp_path):
+    stacks = {"forge": {"health_timeout": 60, "image": {"build": False, "name": images["ok"]},
+                        "instances": [{"name": "main", "port": 18311, "gpu": "none"},
+                                      {"name": "turbo", "port": 18312, "gpu": "none"}]}}
+    inventory = _inventory(tmp_path / "ws", stacks)
+    _run(docker_engine, inventory, "forge", tmp_path=tmp_path).check()
+    again = _run(docker_engine, inventory, "forge", tmp_path=tmp_path).check()
+    assert _changed(again) == [], again.describe()
+    for port in (18311, 18312):
+        assert _http_status(docker_engine, f"http://127.0.0.1:{port}/internal/ping") == 200
+    logs = docker_engine.compose(tmp_path / "ws" / "stacks" / "forge", "logs", "--no-color")
+    assert logs.stdout.count("Device: cpu") == 2
