@@ -239,3 +239,50 @@ def test_forge_two_instances_converge_then_zero_changes(docker_engine, images, t
         assert _http_status(docker_engine, f"http://127.0.0.1:{port}/internal/ping") == 200
     logs = docker_engine.compose(tmp_path / "ws" / "stacks" / "forge", "logs", "--no-color")
     assert logs.stdout.count("Device: cpu") == 2
+
+
+def test_image_is_built_only_when_its_build_hash_label_differs(docker_engine, images, tmp_path):
+    tag = "local/lifecycle-built:test"
+    docker_engine.run("rmi", "-f", tag)
+
+    def rendered(build_hash: str, marker: str) -> Path:
+        compose = textwrap.dedent(f"""\
+            name: genai-built
+            services:
+              app:
+                image: {tag}
+                pull_policy: never
+                init: true
+                ports: ["127.0.0.1:18313:8188"]
+                labels:
+                  genai.config-hash: "{build_hash}"
+            """)
+        data = {
+            "files": {"compose.yaml": {"content": compose},
+                      "build/Dockerfile": {"content": f"FROM {images['ok']}\n"
+                                                      f"LABEL marker={marker}\n"}},
+            "config_hash": build_hash, "services": ["app"], "health": [], "expected_gpu": {},
+            "image_build": {"tag": tag, "build_hash": build_hash, "context": "build",
+                            "labels": {"genai.app": "built"}},
+        }
+        path = tmp_path / f"rendered-{marker}.json"
+        path.write_text(json.dumps(data))
+        return path
+
+    inventory = _inventory(tmp_path / "ws", {})
+
+    def deploy(path: Path):
+        return _run(docker_engine, inventory, "built", "--data", f"lifecycle_rendered={path}",
+                    tmp_path=tmp_path).check()
+
+    first = deploy(rendered("1" * 64, "one"))
+    assert "docker build" in first.stderr or _changed(first)
+    label = docker_engine.run("image", "inspect", "--format",
+                              '{{ index .Config.Labels "genai.build-hash" }}', tag).stdout.strip()
+    assert label == "1" * 64
+    image_id = docker_engine.run("image", "inspect", "--format", "{{.Id}}", tag).stdout
+    assert _changed(deploy(rendered("1" * 64, "one"))) == []  # same hash: no build, no up
+    assert docker_engine.run("image", "inspect", "--format", "{{.Id}}", tag).stdout == image_id
+    deploy(rendered("2" * 64, "two"))
+    assert docker_engine.run("image", "inspect", "--format", "{{.Id}}", tag).stdout != image_id
+    assert _http_status(docker_engine, "http://127.0.0.1:18313/system_stats") == 200
