@@ -286,3 +286,46 @@ def test_image_is_built_only_when_its_build_hash_label_differs(docker_engine, im
     deploy(rendered("2" * 64, "two"))
     assert docker_engine.run("image", "inspect", "--format", "{{.Id}}", tag).stdout != image_id
     assert _http_status(docker_engine, "http://127.0.0.1:18313/system_stats") == 200
+
+
+def test_gpu_name_check_on_a_hand_made_stack(docker_engine, images, tmp_path):
+    """The GPU check itself, on any engine: no compose GPU request, the card declared in the
+    rendered stack's expected_gpu (as render_stack sets it from the resolved GPU)."""
+
+    def rendered(image: str, marker: str) -> Path:
+        compose = textwrap.dedent(f"""\
+            name: genai-gpu
+            services:
+              comfyui:
+                image: {image}
+                init: true
+                ports: ["127.0.0.1:18314:8188"]
+                healthcheck:
+                  test: ["CMD", "python", "-c",
+                         "import urllib.request as u; u.urlopen('http://127.0.0.1:8188/system_stats')"]
+                  interval: 2s
+                  retries: 5
+            """)
+        url = "http://127.0.0.1:8188/system_stats"
+        data = {"files": {"compose.yaml": {"content": compose}}, "config_hash": marker * 64,
+                "services": ["comfyui"], "image_build": None,
+                "health": [{"service": "comfyui", "url": url, "gpu_url": url}],
+                "expected_gpu": {"comfyui": GPU_3090}}
+        path = tmp_path / f"rendered-{marker}.json"
+        path.write_text(json.dumps(data))
+        return path
+
+    inventory = _inventory(tmp_path / "ws", {})
+
+    def deploy(path: Path):
+        return _run(docker_engine, inventory, "gpu", "--data", f"lifecycle_rendered={path}",
+                    tmp_path=tmp_path)
+
+    assert _changed(deploy(rendered(images["ok"], "a")).check())
+    assert _changed(deploy(rendered(images["ok"], "a")).check()) == []  # RTX 3090 as declared
+    wrong = deploy(rendered(images["other_gpu"], "b"))
+    assert wrong.returncode != 0
+    assert f"the app sees 'cuda:0 {GPU_3080} : cudaMallocAsync'" in wrong.stderr, wrong.describe()
+    assert f"the inventory declares '{GPU_3090}'" in wrong.stderr
+    again = deploy(rendered(images["other_gpu"], "b"))  # nothing to change: facts still fail it
+    assert again.returncode != 0 and "GPU check FAILED" in again.stderr
