@@ -5,10 +5,11 @@ ComfyUI stack (render, build, up, health, GPU check, rollback on failure), then 
 """
 
 from deploys.steps.models import sync_models
-from deploys.steps.stacks import stack, verify
+from deploys.steps.stacks import stack
+from deploys.steps.verify import verify_host
 from deploys.steps.workstation import workstation
 
 workstation()
 sync_models()
 stack("comfyui")
-verify("comfyui")
+verify_host(["comfyui"])

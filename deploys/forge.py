@@ -5,10 +5,11 @@ The checklist: the workstation, the models, the Forge stack (every instance of t
 """
 
 from deploys.steps.models import sync_models
-from deploys.steps.stacks import stack, verify
+from deploys.steps.stacks import stack
+from deploys.steps.verify import verify_host
 from deploys.steps.workstation import workstation
 
 workstation()
 sync_models()
 stack("forge")
-verify("forge")
+verify_host(["forge"])

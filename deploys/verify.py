@@ -1,8 +1,5 @@
 """Check workstations against the inventory, changing nothing: GPU, Docker, folders, stacks."""
 
-from pyinfra import host
+from deploys.steps.verify import verify_host
 
-from genai_workstation.operations.verify import verified
-from genai_workstation.verify import enabled_stacks
-
-verified(name="Verify workstation and stacks", stacks=enabled_stacks(host.data))
+verify_host()

@@ -118,30 +118,33 @@ def stack(name: str):
     )
 
 
-@deploy("Verify stack")
-def verify(name: str):
-    """After the deploy: every service running/healthy and on the declared card."""
-    data = host_settings()
+def stack_spec(name: str, data: dict | None = None) -> dict | None:
+    """What verify checks for one stack: {stack, project_dir, services, checks}; {stack, error}
+    when it cannot be rendered; None when the stack is not enabled on this host."""
+    data = host_settings() if data is None else data
     settings = stack_settings(data, name)
     if not settings or not settings.get("enabled", True):
-        host.noop(f"stack {name} is not enabled on this host")
-        return
+        return None
     resolved, all_gpus, problems = resolve_gpus(name, settings, data)
     if problems:
-        return  # the stack step already failed on these
+        return {"stack": name, "error": "; ".join(problems)}
     from genai_workstation.stacks.errors import StackError
 
     try:
         rendered = stack_ops.as_plain(render(name, data, resolved, all_gpus))
-    except StackError:
-        return  # the stack step already failed on this
-    stack_ops.verify(
-        name=f"Verify stack {name}",
-        stack=name,
-        project_dir=lc.stack_dir(data["workspace"], name),
-        services=rendered["services"],
-        checks=[list(c) for c in stack_ops.gpu_checks(rendered)],
-    )
+    except StackError as exc:
+        return {"stack": name, "error": str(exc)}
+    return {"stack": name, "project_dir": lc.stack_dir(data["workspace"], name),
+            "services": rendered["services"],
+            "checks": [list(check) for check in stack_ops.gpu_checks(rendered)]}
+
+
+def verify(name: str):
+    """After the deploy: every service of the stack running/healthy and on the declared card
+    (the stack only; deploys.steps.verify.verify_host also checks the workstation)."""
+    from deploys.steps.verify import verify_host
+
+    verify_host([name], workstation=False)
 
 
 def comfyui_stack():

@@ -256,35 +256,6 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
             timeout=health_timeout, snapshot=snapshot, gpu_checks=checks))
 
 
-@operation()
-def verify(stack: str, project_dir: str, services: list, checks: list | None = None):
-    """
-    Fail the run when a service of the stack is not running/healthy or the app runs on another
-    card than declared. Read-only: it plans nothing before the deploy has run (a fresh host
-    has nothing to verify yet) and only yields a failing command when a check fails.
-
-    + services: service names that must be running (and healthy, when they have a healthcheck)
-    + checks: [service, device probe, expected card name] triples (see ``gpu_checks``)
-    """
-    if not host.state.is_executing:
-        host.noop(f"stack {stack}: verified after the deploy has run")
-        return
-    project = host.get_fact(ComposeProject, project_dir=project_dir)
-    problems = []
-    if not project.get("exists"):
-        problems.append(f"stack {stack} is not deployed ({project_dir}/compose.yaml missing)")
-    else:
-        down = lc.not_running(project, list(services))
-        if down:
-            problems.append(f"stack {stack}: not running or unhealthy: {', '.join(down)}")
-        problems += app_gpu_problems(stack, project_dir, [tuple(c) for c in checks or []])
-    if problems:
-        yield fail_command(problems)
-        return
-    host.noop(f"stack {stack}: {len(services)} service(s) healthy"
-              + (", GPU as declared" if checks else ""))
-
-
 @operation(is_idempotent=False)
 def rollback(stack: str, project_dir: str, to: str | None = None, health_timeout: int = 300,
              timestamp: str | None = None):

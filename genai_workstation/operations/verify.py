@@ -18,6 +18,7 @@ from facts.packages import ForbiddenNvidiaPackages
 from facts.platform import DockerCli, Platform
 from facts.probe import WriteProbe
 from genai_workstation.findings import ERROR, SKIPPED, Finding, Report
+from genai_workstation.stacks.verify import stack_findings
 from genai_workstation.verify import evaluate_workstation, workspace_paths, writable_paths
 
 
@@ -41,11 +42,12 @@ def read_workstation_facts(data) -> dict:
 
 
 @operation(is_idempotent=True)
-def verified(stacks: list[str] | None = None):
+def verified(stack_specs: list[dict] | None = None, workstation: bool = True):
     """
     Check the host against the inventory after the run's changes; fail the host on any drift.
 
-    + stacks: also check these stacks (names as in the inventory); None: only the workstation
+    + stack_specs: stacks to check, as made by ``deploys.steps.stacks.stack_spec``
+    + workstation: check the workstation too (GPU, Docker, folders, write probe, health)
 
     Nothing is planned (a converged host plans zero changes); the facts are read when the
     operation executes, after the operations before it. With host data ``findings_dir`` set
@@ -58,11 +60,11 @@ def verified(stacks: list[str] | None = None):
     name = host.data.get("workstation_name") or host.name
     data = host.data.dict()
     try:
-        findings = evaluate_workstation(name, data, read_workstation_facts(data))
-        if stacks:
-            from genai_workstation.stacks.verify import evaluate_stacks
-
-            findings += evaluate_stacks(name, data, stacks)
+        findings = []
+        if workstation:
+            findings += evaluate_workstation(name, data, read_workstation_facts(data))
+        for spec in stack_specs or []:
+            findings += stack_findings(name, spec)
     except Exception as error:  # a check that cannot run is an error finding, not a crash
         findings = [Finding(name, "verification", "checks run", f"{type(error).__name__}: "
                             f"{error}", "see the log above", kind=ERROR)]

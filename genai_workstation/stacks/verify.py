@@ -1,0 +1,54 @@
+"""Findings for deployed stacks: services running and healthy, on the declared card."""
+
+from __future__ import annotations
+
+from pyinfra import host
+
+from facts.compose import AppDevice, ComposeProject
+from genai_workstation.findings import Finding
+
+from . import lifecycle as lc
+
+
+def stack_findings(host_name: str, spec: dict) -> list[Finding]:
+    """Read the stack's facts now and compare them with the rendered spec.
+
+    ``spec``: {"stack", "project_dir", "services", "checks": [(service, probe, expected)]}, or
+    {"stack", "error"} when the stack could not even be rendered (bad GPU name, ...).
+    """
+    stack = spec["stack"]
+    fix = _fix(stack)
+    if spec.get("error"):
+        return [Finding(host_name, f"stack {stack}", "renders from the inventory", spec["error"],
+                        "fix the inventory, then " + fix)]
+    project_dir = spec["project_dir"]
+    project = host.get_fact(ComposeProject, project_dir=project_dir)
+    if not project.get("exists"):
+        return [Finding(host_name, f"stack {stack}", "deployed",
+                        f"{project_dir}/compose.yaml missing", fix)]
+    found = [Finding(host_name, f"stack {stack}: service {problem.split(' ')[0]}",
+                     "running and healthy", problem.split(" ", 1)[1].strip("()"),
+                     f"cd {project_dir} && docker compose logs --tail 50; then {fix}")
+             for problem in lc.not_running(project, list(spec["services"]))]
+    recorded = project.get("config_hash")
+    stale = [h for h in project.get("running_hashes") or [] if not lc.hash_matches(h, recorded)]
+    if recorded and stale:
+        found.append(Finding(host_name, f"stack {stack}: containers",
+                             f"running the deployed config {recorded[:12]}",
+                             f"running config {', '.join(sorted(set(stale)))[:40]}", fix))
+    for service, probe, expected in spec.get("checks") or []:
+        seen = host.get_fact(AppDevice, project_dir=project_dir, service=service, probe=probe)
+        mismatch = lc.gpu_mismatch(expected, seen.get("name"))
+        if mismatch:
+            found.append(Finding(
+                host_name, f"stack {stack}: GPU of {service}", expected,
+                (seen.get("name") or "no device") + (f" ({seen['error']})"
+                                                      if seen.get("error") else ""),
+                "name the card in the inventory (its nvidia-smi name or UUID, not an index); the "
+                "stack pins it with CUDA_DEVICE_ORDER=PCI_BUS_ID, then " + fix))
+    return found
+
+
+def _fix(stack: str) -> str:
+    deploy = stack if stack in ("comfyui", "forge") else "site"
+    return f"pyinfra inventory.py deploys/{deploy}.py"
