@@ -14,10 +14,11 @@ config again: fix the inventory before that.
 
 from pyinfra import host
 
-from deploys.steps.stacks import enabled_stacks, fail, rollback
+from deploys.steps.stacks import fail, rollback
+from genai_workstation.verify import enabled_stacks
 
 _stack = host.data.get("rollback_stack")
-_enabled = enabled_stacks()
+_enabled = enabled_stacks(host.data.dict())
 if _stack:
     rollback(_stack, host.data.get("rollback_to"))
 elif len(_enabled) == 1:

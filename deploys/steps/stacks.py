@@ -78,15 +78,6 @@ def fail(title: str, problems: list[str]) -> None:
     server.shell(name=title, commands=[str(stack_ops.fail_command(problems))])
 
 
-def enabled_stacks(data: dict | None = None) -> list[str]:
-    data = host_settings() if data is None else data
-    stacks = data.get("stacks") or {}
-    names = [n for n in ("comfyui", "forge") if (stacks.get(n) or {}).get("enabled", False)
-             and stacks.get(n)]
-    names += sorted(n for n, s in (stacks.get("custom") or {}).items() if s.get("enabled", True))
-    return names
-
-
 @deploy("Stack")
 def stack(name: str):
     """Render, build, bring up and health-check one stack (comfyui, forge or a custom one)."""
@@ -157,8 +148,7 @@ def forge_stack():
 
 def custom_stacks():
     for name in sorted((host_settings().get("stacks") or {}).get("custom") or {}):
-        if ((host_settings()["stacks"]["custom"][name]) or {}).get("enabled", True):
-            stack(name)
+        stack(name)
 
 
 @deploy("Roll back stack")
