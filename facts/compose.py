@@ -277,7 +277,8 @@ class AppDevice(FactBase):
     def command(self, project_dir: str, service: str, probe: str) -> str:
         from genai_workstation.stacks.lifecycle import device_probe_command
 
-        return f"cd {_q(project_dir)} && {device_probe_command(service, probe)}"
+        # A stopped app makes the probe fail: that is an answer (process() says so), not an error.
+        return f"cd {_q(project_dir)} && {device_probe_command(service, probe)} || true"
 
     @staticmethod
     def default():

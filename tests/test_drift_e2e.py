@@ -364,12 +364,6 @@ def test_nvidia_runtime_removed_from_daemon_json(site, docker_host):
     assert RUNTIME_OP in items(findings, "config"), log
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PRODUCT BUG: facts/compose.py AppDevice runs `docker compose exec` on a stopped service, "
-    "which exits 1; pyinfra fails the fact, the host is dropped and verified() turns the "
-    "whole verify into one error finding ('PyinfraError: No hosts remaining!'): exit 1, the "
-    "stopped service is not named. Fix: AppDevice.command ends with `|| true` (process() "
-    "already reports the text), or stacks/verify.py skips GPU checks of not-running services."))
 def test_stopped_container_names_the_service(site, docker_host):
     compose(docker_host, "stop")
     try:

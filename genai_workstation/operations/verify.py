@@ -59,15 +59,19 @@ def verified(stack_specs: list[dict] | None = None, workstation: bool = True):
 
     name = host.data.get("workstation_name") or host.name
     data = host.data.dict()
-    try:
-        findings = []
-        if workstation:
-            findings += evaluate_workstation(name, data, read_workstation_facts(data))
-        for spec in stack_specs or []:
-            findings += stack_findings(name, spec)
-    except Exception as error:  # a check that cannot run is an error finding, not a crash
-        findings = [Finding(name, "verification", "checks run", f"{type(error).__name__}: "
-                            f"{error}", "see the log above", kind=ERROR)]
+    checks = [("workstation", lambda: evaluate_workstation(name, data,
+                                                          read_workstation_facts(data)))]
+    checks = checks if workstation else []
+    checks += [(f"stack {spec['stack']}", lambda spec=spec: stack_findings(name, spec))
+               for spec in stack_specs or []]
+    findings = []
+    for what, check in checks:
+        try:
+            findings += check()
+        except Exception as error:  # a check that cannot run is an error finding, not a crash
+            findings.append(Finding(name, f"verification of {what}", "checks run",
+                                    f"{type(error).__name__}: {error}", "see the log above",
+                                    kind=ERROR))
     _write_findings(data.get("findings_dir"), name, findings)
 
     failures = [f for f in findings if f.kind != SKIPPED]

@@ -26,10 +26,12 @@ def stack_findings(host_name: str, spec: dict) -> list[Finding]:
     if not project.get("exists"):
         return [Finding(host_name, f"stack {stack}", "deployed",
                         f"{project_dir}/compose.yaml missing", fix)]
+    down = lc.not_running(project, list(spec["services"]))
     found = [Finding(host_name, f"stack {stack}: service {problem.split(' ')[0]}",
                      "running and healthy", problem.split(" ", 1)[1].strip("()"),
                      f"cd {project_dir} && docker compose logs --tail 50; then {fix}")
-             for problem in lc.not_running(project, list(spec["services"]))]
+             for problem in down]
+    stopped = {problem.split(" ")[0] for problem in down}
     recorded = project.get("config_hash")
     stale = [h for h in project.get("running_hashes") or [] if not lc.hash_matches(h, recorded)]
     if recorded and stale:
@@ -37,6 +39,8 @@ def stack_findings(host_name: str, spec: dict) -> list[Finding]:
                              f"running the deployed config {recorded[:12]}",
                              f"running config {', '.join(sorted(set(stale)))[:40]}", fix))
     for service, probe, expected in spec.get("checks") or []:
+        if service in stopped:  # no app to ask; already reported above
+            continue
         seen = host.get_fact(AppDevice, project_dir=project_dir, service=service, probe=probe)
         mismatch = lc.gpu_mismatch(expected, seen.get("name"))
         if mismatch:
