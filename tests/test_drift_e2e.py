@@ -84,50 +84,6 @@ def _converge(deploy: str, inventory: Path, attempts: int = 2):
     return run
 
 
-# HARNESS WORKAROUND (reported, see the session report): a docker-capable fresh host runs
-# `chroot ROOT` inside its own mount namespace, whose root MOUNT stays this machine's `/`. runc
-# pivot_roots containers from inside that chroot, which leaves the namespace root alone, so every
-# `docker exec` (and every healthcheck, which is an exec) setns()es into the container's mount
-# namespace and lands on THIS MACHINE's filesystem: `python` is not found, healthchecks never
-# pass. Until tests/harness/hosts.py pivot_roots its hosts, the test restarts the host's dockerd
-# (same binary, config, data root and pidfiles as its init script) in a mount namespace whose
-# root is the host's tree, so containers, execs and healthchecks are the host's own.
-_PIVOTED_DOCKERD = r"""
-set -eu
-cd "$1"
-mkdir -p .genai-test-oldroot
-pivot_root . .genai-test-oldroot
-cd /
-umount -l /.genai-test-oldroot
-rmdir /.genai-test-oldroot
-echo $$ >/var/run/docker-ssd.pid
-exec /usr/sbin/dockerd -p /var/run/docker.pid >>/var/log/docker.log 2>&1
-"""
-
-
-def restart_docker_pivoted(host) -> None:
-    host.run("service docker stop; for i in $(seq 50); do [ -e /var/run/docker.pid ] || break;"
-             " sleep 0.2; done", check=False)
-    for name in ("containerd", "dockerd"):
-        leftover = host.run(f"for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = {name}"
-                            " ] && echo ${p#/proc/}; done", check=False).stdout.split()
-        assert not leftover, f"{name} still runs in {host.name}: {leftover}"
-    subprocess.Popen(
-        ["nsenter", "-t", str(host.pid), "-m", "-u", "-p", "-n", "--", "unshare", "-m",
-         "--propagation", "private", "/bin/sh", "-c", _PIVOTED_DOCKERD, "sh",
-         str(host.mountpoint)],
-        env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-             "HOME": "/root", "LANG": "C.UTF-8"},
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    deadline = time.monotonic() + 60
-    while host.run("docker info >/dev/null 2>&1", check=False).returncode:
-        assert time.monotonic() < deadline, host.path("/var/log/docker.log").read_text()[-3000:]
-        time.sleep(0.2)
-    status = host.run("service docker status", check=False)
-    assert status.returncode == 0, status.stdout + status.stderr
-
-
 @pytest.fixture(scope="module")
 def images(docker_engine) -> dict[str, str]:
     """Stand-in tags in the test engine: `good` sees the cards in PCI order, `swapped` not."""
@@ -156,7 +112,6 @@ def site(docker_host, nvidia_repo, docker_engine, images, tmp_path_factory):
         started = time.monotonic()
         base = _converge("deploys/workstation.py", inventory).check()
         TIMINGS["workstation"] = time.monotonic() - started
-        restart_docker_pivoted(docker_host)
         started = time.monotonic()
         tarball = docker_host.path("/tmp/standin-images.tar")
         docker_engine.run("save", "-o", str(tarball), images["good"], images["swapped"],

@@ -93,8 +93,19 @@ if [ "$docker" = 1 ]; then
     done
 fi
 hostname "$hostname"
-exec chroot "$root" /usr/bin/tini -- /bin/sh -c \
-    'mkdir -p /run/sshd && chmod 755 /run/sshd && exec /usr/sbin/sshd "$@"' sshd "$@"
+start_sshd='mkdir -p /run/sshd && chmod 755 /run/sshd && exec /usr/sbin/sshd "$@"'
+if [ "$docker" = 1 ]; then
+    # pivot_root, not chroot: Docker enters containers (exec, healthchecks) from the mount
+    # namespace's root, which must be the host's tree, not this machine's /.
+    cd "$root"
+    mkdir -p .genai-oldroot
+    pivot_root . .genai-oldroot
+    cd /
+    umount -l /.genai-oldroot
+    rmdir /.genai-oldroot
+    exec /usr/bin/tini -- /bin/sh -c "$start_sshd" sshd "$@"
+fi
+exec chroot "$root" /usr/bin/tini -- /bin/sh -c "$start_sshd" sshd "$@"
 """
 
 _ports_taken: set[int] = set()
