@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 
@@ -57,52 +58,91 @@ class PathStates(FactBase):
             },
             "/srv/genai/x": {"exists": False, "fstype": "ext4", "mount": "/"},
         }
+
+    One ``stat`` of every path and its parents (owner, mode, kind), one ``stat -L`` for their
+    mount points and one ``findmnt`` of the mount table, matched here (a ``stat`` and a
+    ``findmnt`` per path cost ~6 ms each on the host).
     """
 
     default = dict
+
+    @staticmethod
+    def _candidates(paths: list[str]) -> list[str]:
+        """The paths and every parent of them, each once."""
+        seen: dict[str, None] = {}
+        for path in paths:
+            path = str(path)
+            while path and path not in seen:
+                seen[path] = None
+                parent = posixpath.dirname(path.rstrip("/")) or ("/" if path.startswith("/")
+                                                                 else "")
+                if parent == path:
+                    break
+                path = parent
+        return list(seen)
 
     def command(self, paths: list[str]) -> str:
         if not paths:
             return "true"
         quoted = " ".join(shlex.quote(str(path)) for path in paths)
+        every = " ".join(shlex.quote(path) for path in self._candidates(paths))
         return (
-            f"for p in {quoted}; do "
-            "printf '@@path %s\\n' \"$p\"; q=$p; "
-            'while [ ! -e "$q" ] && [ ! -L "$q" ]; do q=$(dirname -- "$q"); done; '
-            'if [ "$q" = "$p" ]; then '
-            "stat -c '@@stat %u %g %a %F' -- \"$p\" 2>/dev/null; fi; "
-            "findmnt -rn -o FSTYPE,TARGET --target \"$q\" 2>/dev/null | sed 's/^/@@mnt /' "
-            '| grep . || findmnt -rn -o FSTYPE,TARGET --target "$(dirname -- "$q")" '
-            "2>/dev/null | sed 's/^/@@mnt /'; "
-            "done; true"
+            f"printf '@@path %s\\n' {quoted}; "
+            f"stat -c '@@st %u %g %a %F|%n' -- {every} 2>/dev/null; "
+            f"stat -L -c '@@mp %m|%n' -- {every} 2>/dev/null; "
+            "findmnt -rn -o FSTYPE,TARGET 2>/dev/null | sed 's/^/@@fs /'; true"
         )
 
     def process(self, output: list[str]):
         states: dict[str, dict] = {}
         current: dict | None = None
+        stats: dict[str, dict] = {}
+        mounts: list[tuple[str, str]] = []
+        fstypes: dict[str, str] = {}
         for line in output:
             if line.startswith("@@path "):
                 current = {"exists": False, "fstype": None, "mount": None}
                 states[line[len("@@path ") :]] = current
+            elif line.startswith("@@st "):
+                parts = line[len("@@st ") :].split(" ", 3)
+                if len(parts) == 4:
+                    kind, _, name = parts[3].partition("|")
+                    stats[name] = _stat(parts[0], parts[1], parts[2], kind)
+            elif line.startswith("@@mp "):
+                mounts.append(("", line[len("@@mp ") :]))
+            elif line.startswith("@@fs "):
+                fstype, _, target = line[len("@@fs ") :].partition(" ")
+                fstypes[_unescape(target)] = _unescape(fstype)
+            # the per-path lines of earlier versions of this fact (@@stat, @@mnt after @@path)
             elif current is None:
                 continue
             elif line.startswith("@@stat "):
                 parts = line[len("@@stat ") :].split(" ", 3)
                 if len(parts) == 4:
-                    uid, gid, mode, kind = parts
-                    current.update(
-                        {
-                            "exists": True,
-                            "kind": _KINDS.get(kind, "other"),
-                            "uid": int(uid),
-                            "gid": int(gid),
-                            "mode": mode,
-                        }
-                    )
+                    current.update(_stat(*parts))
             elif line.startswith("@@mnt ") and current["fstype"] is None:
                 fstype, _, target = line[len("@@mnt ") :].partition(" ")
                 current["fstype"] = _unescape(fstype) or None
                 current["mount"] = _unescape(target) or None
+
+        if stats or mounts or fstypes:
+            names = self._candidates(list(states))
+            mount_of: dict[str, str] = {}
+            for _, rest in mounts:
+                # "<mount point>|<name>": the name is one of ours, the longest that fits
+                name = max((n for n in names if rest.endswith("|" + n)), key=len, default=None)
+                if name is not None:
+                    mount_of[name] = rest[: -len(name) - 1]
+            for path, state in states.items():
+                if path in stats:
+                    state.update(stats[path])
+                where = path
+                while where and where not in mount_of:
+                    parent = posixpath.dirname(where.rstrip("/"))
+                    where = "" if parent == where else parent
+                mount = mount_of.get(where) if where else None
+                state["mount"] = mount or None
+                state["fstype"] = fstypes.get(mount) if mount else None
 
         # keep the documented key order: exists, kind, fstype, uid, gid, mode, mount
         order = ("exists", "kind", "fstype", "uid", "gid", "mode", "mount")
@@ -110,3 +150,43 @@ class PathStates(FactBase):
             path: {key: state[key] for key in order if key in state}
             for path, state in states.items()
         }
+
+
+def _stat(uid: str, gid: str, mode: str, kind: str) -> dict:
+    return {
+        "exists": True,
+        "kind": _KINDS.get(kind, "other"),
+        "uid": int(uid),
+        "gid": int(gid),
+        "mode": mode,
+    }
+
+
+class FileStat(FactBase):
+    """
+    Returns size, modification time, mode and owner of one path (``stat``, no hashing), or
+    None when it does not exist.
+
+    .. code:: python
+
+        {"kind": "file", "size": 76021944, "mtime": 1763900000, "mode": "755", "uid": 0,
+         "gid": 0}
+    """
+
+    def command(self, path: str) -> str:
+        return f"stat -c '%s %Y %a %u %g %F' -- {shlex.quote(str(path))} 2>/dev/null; true"
+
+    def process(self, output: list[str]):
+        for line in output:
+            parts = line.split(" ", 5)
+            if len(parts) == 6 and parts[0].isdigit():
+                size, mtime, mode, uid, gid, kind = parts
+                return {
+                    "kind": _KINDS.get(kind, "other"),
+                    "size": int(size),
+                    "mtime": int(mtime),
+                    "mode": mode,
+                    "uid": int(uid),
+                    "gid": int(gid),
+                }
+        return None

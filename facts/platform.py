@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 from pyinfra.api import FactBase
 
@@ -187,3 +188,43 @@ class DockerCli(FactBase):
             or data["server_os"] == "Docker Desktop"
         )
         return data
+
+
+class ServiceState(FactBase):
+    """
+    Returns whether one service is running and started at boot, asking only about it: systemd
+    (``systemctl show``, the states pyinfra's systemd facts use) or its init script's
+    ``status`` and its ``/etc/rc*.d/S*`` links (pyinfra's ``InitdStatus`` runs ``status`` of
+    every init script).
+
+    .. code:: python
+
+        {"running": True, "enabled": True}
+    """
+
+    @staticmethod
+    def default():
+        return {"running": False, "enabled": False}
+
+    def command(self, service: str, systemd: bool) -> str:
+        name = shlex.quote(str(service))
+        if systemd:
+            return (
+                f"systemctl show -p SubState -p UnitFileState -- {name}.service 2>/dev/null; "
+                "true"
+            )
+        return (
+            f"if [ -x /etc/init.d/{name} ] && /etc/init.d/{name} status >/dev/null 2>&1; "
+            "then echo SubState=running; fi; "
+            f"for l in /etc/rc*.d/S*{name}; do "
+            'if [ -L "$l" ] || [ -e "$l" ]; then echo UnitFileState=enabled; break; fi; done; '
+            "true"
+        )
+
+    def process(self, output: list[str]):
+        values = dict(line.strip().partition("=")[::2] for line in output if "=" in line)
+        return {
+            "running": values.get("SubState") in
+            ("running", "waiting", "exited", "listening", "mounted"),
+            "enabled": values.get("UnitFileState") in ("enabled", "static"),
+        }

@@ -174,9 +174,9 @@ def test_gpu_mode_none_skips_gpu_checks_visibly(tmp_path, caplog):
 
 
 def test_uid_of_the_wsl_users_own_account_is_refused_with_the_fix(tmp_path):
-    passwd = ["root:x:0:0:root:/root:/bin/bash|root|root||*",
-              "alice:x:1000:1000:,,,:/home/alice:/bin/bash|alice|alice sudo||*"]
-    message, executed = _refused(tmp_path, wsl_responses(**{"cat /etc/passwd": passwd}),
+    # getent as answered on a WSL Ubuntu whose first user (uid 1000) is alice
+    account = ["@@genai:account", "@@uid alice:x:1000:1000:,,,:/home/alice:/bin/bash"]
+    message, executed = _refused(tmp_path, wsl_responses(**{"@@genai:account": account}),
                                  docker={"source": "desktop"})
     assert message == ("uid 1000 already belongs to user 'alice': set `user.name: alice` to use "
                        "that account as the workstation user, or choose a free `user.uid`")
@@ -184,15 +184,15 @@ def test_uid_of_the_wsl_users_own_account_is_refused_with_the_fix(tmp_path):
 
 
 def test_the_wsl_users_own_account_joins_docker(tmp_path):
-    passwd = ["root:x:0:0:root:/root:/bin/bash|root|root||*",
-              "alice:x:1000:1000:,,,:/home/alice:/bin/bash|alice|alice sudo||*"]
-    responses = wsl_responses(**{"cat /etc/passwd": passwd,
-                                 "cat /etc/group": ["root:x:0:", "alice:x:1000:"],
-                                 "command -v usermod": ["/usr/sbin/usermod"]})
+    account = ["@@genai:account",
+               "@@user alice:x:1000:1000:,,,:/home/alice:/bin/bash",
+               "@@uid alice:x:1000:1000:,,,:/home/alice:/bin/bash",
+               "@@group alice:x:1000:",
+               "@@primary alice",
+               "@@groups alice adm sudo"]
+    responses = wsl_responses(**{"@@genai:account": account})
     _state, _host, ran = run_fake(tmp_path, responses, docker={"source": "desktop"},
                                   user={"name": "alice", "uid": 1000, "gid": 1000})
     commands = dict(ran)["Workstation | User alice (1000:1000) in group docker"]
-    # no uid change, no useradd; (the fake answers no stat for /home/alice, so pyinfra's
-    # ensure_home also plans `mkdir -p` + `chown` of the home it believes missing)
-    assert commands[:2] == ["groupadd -r docker", "usermod -a -G docker alice"]
-    assert not any("useradd" in c or "-u " in c or "--uid" in c for c in commands)
+    # no uid change, no useradd: the docker group is created and alice joins it
+    assert commands == ["groupadd -r docker", "usermod -a -G docker alice"]

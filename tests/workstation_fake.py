@@ -83,11 +83,8 @@ def wsl_responses(**overrides) -> dict:
         "compose version --short": DOCKER_DESKTOP_CLI,
         "@@path": path_states(workspace_paths()),
         "@@genai:wsl.conf": WSL_CONF,
-        "cat /etc/passwd": ["root:x:0:0:root:/root:/bin/bash|root|root||*"],
-        "cat /etc/group": ["root:x:0:", "users:x:100:"],
-        "uname -s": ["Linux"],
-        "command -v 'useradd'": ["/usr/sbin/useradd"],
-        "command -v useradd": ["/usr/sbin/useradd"],
+        # facts.accounts.Account: no workstation user yet, uid free, no docker group
+        "@@genai:account": ["@@genai:account"],
     }
     responses.update(overrides)
     return responses

@@ -15,6 +15,7 @@ from pyinfra.operations import python
 
 from facts.platform import Platform
 from genai_workstation.operations import docker, nvidia, system, workspace, wsl
+from genai_workstation.operations.once import read_once
 
 GPU_SKIPPED_NOTICE = "gpu.mode is none: GPU checks and the NVIDIA container toolkit are skipped"
 
@@ -23,7 +24,8 @@ def _check_now(op_meta) -> None:
     """Run a check operation while the run is prepared (also with `-y`), not when executing.
 
     A check yields no command; evaluating it now raises its OperationError before any other
-    operation touches the host.
+    operation touches the host. One that found nothing to do is not evaluated again when the
+    run executes (genai_workstation/operations/once.py): its facts are read once.
     """
     op_meta.will_change  # noqa: B018 (the property runs the operation's generator)
 
@@ -41,7 +43,7 @@ def workstation():
     toolkit = data["nvidia_toolkit"]
     gpu = data["gpu"]
     source = docker_settings["source"]
-    platform = host.get_fact(Platform)
+    platform = read_once(Platform)
     on_wsl = platform.get("wsl") == 2
 
     # Checks: refuse before anything changes.

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 from pyinfra import host, logger
-from pyinfra.api import OperationError, StringCommand, operation
-from pyinfra.operations import apt, files, systemd, sysvinit
+from pyinfra.api import OperationError, QuoteString, StringCommand, operation
+from pyinfra.api.util import get_file_sha1
+from pyinfra.facts.files import Sha1File
+from pyinfra.operations import apt, files
 
 from facts.docker import DAEMON_JSON, DaemonJson, nvidia_runtime_ok
-from facts.platform import DockerCli, Platform
+from facts.filesystem import FileStat
+from facts.platform import DockerCli, Platform, ServiceState
 
 from . import packages
+from .once import noop, passed_at_prepare, read_once
 
 COMPOSE_PLUGIN = "/usr/libexec/docker/cli-plugins/docker-compose"
 DOCKER_KEYRING = "/etc/apt/keyrings/docker.gpg"
@@ -70,7 +76,7 @@ def engine(
         yield from desktop._inner()
         return
 
-    platform = host.get_fact(Platform)
+    platform = read_once(Platform)
     if source == "distro":
         yield from packages.install._inner(
             packages=distro_packages(platform, compose_plugin_path)
@@ -93,9 +99,34 @@ def engine(
         yield from packages.install._inner(packages=wanted)
 
     if compose_plugin_path:
-        yield from files.put._inner(
-            src=compose_plugin_path, dest=COMPOSE_PLUGIN, mode="755", user="root", group="root"
-        )
+        yield from compose_plugin(compose_plugin_path)
+
+
+def compose_plugin(src: str, dest: str = COMPOSE_PLUGIN):
+    """The Compose v2 binary `src` at `dest` (root, 755), compared by size and modification
+    time (the upload sets the local file's) rather than by hashing the ~76 MB binary on both
+    sides every run. A file of the same size but another time is hashed once: the same
+    content only gets the time set, other content is uploaded."""
+    local = os.stat(src)
+    mtime = int(local.st_mtime)
+    remote = host.get_fact(FileStat, path=dest)
+    same = (
+        remote is not None
+        and remote.get("kind") == "file"
+        and remote.get("size") == local.st_size
+    )
+    if same and remote.get("mtime") != mtime:
+        same = host.get_fact(Sha1File, path=dest) == get_file_sha1(src)
+    if not same:
+        yield from files.put._inner(src=src, dest=dest, mode="755", user="root", group="root")
+        yield StringCommand("touch", "-m", "-d", f"@{mtime}", QuoteString(dest))
+        return
+    if remote.get("mtime") != mtime:
+        yield StringCommand("touch", "-m", "-d", f"@{mtime}", QuoteString(dest))
+    if (remote.get("uid"), remote.get("gid")) != (0, 0):
+        yield StringCommand("chown", "root:root", QuoteString(dest))
+    if str(remote.get("mode")) != "755":
+        yield StringCommand("chmod", "755", QuoteString(dest))
 
 
 @operation()
@@ -104,6 +135,8 @@ def desktop():
     Docker Desktop (``docker.source: desktop``): install nothing; verify that the ``docker``
     command is Docker Desktop's WSL integration and that its link does not dangle.
     """
+    if passed_at_prepare():
+        return
     cli = host.get_fact(DockerCli)
     if not cli.get("path"):
         raise OperationError(
@@ -124,7 +157,7 @@ def desktop():
             "engine and enable Docker Desktop's WSL integration"
         )
     logger.info(f"{host.print_prefix}{DESKTOP_NVIDIA_NOTICE}")
-    host.noop(f"Docker Desktop CLI at {cli['path']} (server {cli.get('server_version')})")
+    noop(f"Docker Desktop CLI at {cli['path']} (server {cli.get('server_version')})")
     return
     yield  # an operation is a generator
 
@@ -135,11 +168,15 @@ def service():
     The docker service running and started at boot: with systemd as PID 1 through systemd,
     otherwise (WSL without systemd, containers, chroots) through its init script.
     """
-    platform = host.get_fact(Platform)
-    if platform.get("systemd_pid1"):
-        yield from systemd.service._inner(service="docker", running=True, enabled=True)
-    else:
-        yield from sysvinit.service._inner(service="docker", running=True, enabled=True)
+    systemd = bool(read_once(Platform).get("systemd_pid1"))
+    state = host.get_fact(ServiceState, service="docker", systemd=systemd)
+    # the commands of pyinfra's systemd.service / sysvinit.service, from one fact read
+    if not state.get("running"):
+        yield "systemctl start docker.service" if systemd else "/etc/init.d/docker start"
+    if not state.get("enabled"):
+        yield "systemctl enable docker.service" if systemd else "update-rc.d docker defaults"
+    if state.get("running") and state.get("enabled"):
+        host.noop("service docker is running and enabled")
 
 
 def restart_command(systemd_pid1: bool) -> str:
@@ -168,5 +205,5 @@ def nvidia_runtime():
             StringCommand(f"{DAEMON_JSON}.bak-", '"$(date +%Y%m%d-%H%M%S)"', _separator=""),
         )
     yield "nvidia-ctk runtime configure --runtime=docker"
-    platform = host.get_fact(Platform)
+    platform = read_once(Platform)
     yield restart_command(bool(platform.get("systemd_pid1")))

@@ -15,6 +15,7 @@ from facts.platform import Platform
 from genai_workstation.gpus import GpuResolutionError, resolve_gpu
 
 from . import packages
+from .once import noop, passed_at_prepare, read_once
 
 KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
 LIST_NAME = "nvidia-container-toolkit"
@@ -65,7 +66,7 @@ def toolkit(
     + repo_url: repository URL; ``$(ARCH)`` becomes the dpkg architecture
     + gpgkey_url: the repository's ASCII-armored key
     """
-    platform = host.get_fact(Platform)
+    platform = read_once(Platform)
     pinned = pinned_version(version)
     wanted = [f"{name}={pinned}" for name in TOOLKIT_PACKAGES]
 
@@ -116,6 +117,8 @@ def gpus(expected: list | None = None):
     + expected: GPU references from the inventory
     """
     expected = list(expected or [])
+    if passed_at_prepare():
+        return
     found = host.get_fact(NvidiaGpus)
     visible = found.get("gpus") or []
     if not found.get("available"):
@@ -130,7 +133,7 @@ def gpus(expected: list | None = None):
             f"{host.print_prefix}no NVIDIA GPU visible ({reason}); the container toolkit is "
             "installed anyway, containers get a GPU once the driver works (verify checks it)"
         )
-        host.noop("no GPU visible; none expected")
+        noop("no GPU visible; none expected")
         return
 
     problems = []
@@ -141,6 +144,6 @@ def gpus(expected: list | None = None):
             problems.append(str(error))
     if problems:
         raise OperationError("gpu.expected: " + "; ".join(problems))
-    host.noop(f"GPUs: {describe_gpus(visible)}")
+    noop(f"GPUs: {describe_gpus(visible)}")
     return
     yield  # an operation is a generator

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import OperationError, operation
-from pyinfra.facts.server import Groups, Users
-from pyinfra.operations import server
+from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
+from facts.accounts import Account
 from facts.platform import Platform
+
+from .once import noop, passed_at_prepare, read_once
 
 PLATFORMS = ("auto", "wsl2", "linux")
 
@@ -51,13 +52,13 @@ def check_platform(expected: str = "auto"):
 
     + expected: ``auto``, ``wsl2`` or ``linux`` (the inventory's ``platform``)
     """
-    platform = host.get_fact(Platform)
+    platform = read_once(Platform)
     problem = platform_problem(expected, platform)
     if problem:
         raise OperationError(problem)
     kind = "WSL2" if platform.get("wsl") == 2 else "Linux"
     init = "systemd" if platform.get("systemd_pid1") else "no systemd"
-    host.noop(
+    noop(
         f"{kind}, {platform.get('distro_id')} {platform.get('distro_version')} "
         f"({platform.get('codename')}, {platform.get('arch')}), {init}"
     )
@@ -81,46 +82,60 @@ def workstation_user(username: str, uid: int, gid: int, groups: list[str] | None
     """
     name = username
     groups = list(groups or [])
-    users = host.get_fact(Users)
-    existing_groups = host.get_fact(Groups)
+    if passed_at_prepare():
+        return
+    account = host.get_fact(Account, username=name, uid=uid, groups=groups)
+    user = account.get("user")
+    existing_groups = account.get("groups") or {}
 
     problems = []
-    for other, info in users.items():
-        if other != name and str(info.get("uid")) == str(uid):
-            problems.append(
-                f"uid {uid} already belongs to user {other!r}: set `user.name: {other}` to use "
-                "that account as the workstation user, or choose a free `user.uid`"
-            )
-    if name in users and str(users[name].get("uid")) != str(uid):
+    owner = account.get("uid_owner")
+    if owner and owner != name:
         problems.append(
-            f"user {name!r} exists with uid {users[name].get('uid')}, not {uid}: set "
-            f"`user.uid: {users[name].get('uid')}` (renumbering would orphan its files)"
+            f"uid {uid} already belongs to user {owner!r}: set `user.name: {owner}` to use "
+            "that account as the workstation user, or choose a free `user.uid`"
+        )
+    if user is not None and str(user.get("uid")) != str(uid):
+        problems.append(
+            f"user {name!r} exists with uid {user.get('uid')}, not {uid}: set "
+            f"`user.uid: {user.get('uid')}` (renumbering would orphan its files)"
         )
     if problems:
         raise OperationError("; ".join(problems))
 
-    yield from server.group._inner(group=name, gid=gid)
+    # The same commands pyinfra's server.group/server.user would run, from one fact read.
+    if name not in existing_groups:
+        yield StringCommand("groupadd", QuoteString(name), "--gid", str(gid))
     for group in groups:
-        if group not in existing_groups:
-            yield from server.group._inner(group=group, system=True)
+        if group not in existing_groups and group != name:
+            yield StringCommand("groupadd", "-r", QuoteString(group))
 
-    current = users.get(name)
-    if current is None:
-        yield from server.user._inner(
-            user=name,
-            uid=uid,
-            group=name,
-            groups=groups or None,
-            append=True,
-            home=f"/home/{name}",
-            shell="/bin/bash",
-            create_home=True,
+    joined = StringCommand(*_comma_separated(groups), _separator="")
+    if user is None:
+        yield StringCommand(
+            "useradd", "-d", QuoteString(f"/home/{name}"), "-s", "/bin/bash",
+            "-g", QuoteString(name), *(["-G", joined] if groups else []),
+            "--uid", str(uid), "-m", QuoteString(name),
         )
+        # as pyinfra's server.user: a home restored from a backup may already exist
+        yield StringCommand("mkdir", "-p", QuoteString(f"/home/{name}"))
+        yield StringCommand("chown", QuoteString(f"{name}:{name}"), QuoteString(f"/home/{name}"))
         return
-    missing = [group for group in groups if group not in (current.get("groups") or [])]
-    if current.get("group") != name or missing:
-        yield from server.user._inner(
-            user=name, uid=uid, group=name, groups=groups or None, append=True
-        )
+    mod_args: list = []
+    if user.get("group") != name:
+        mod_args += ["-g", QuoteString(name)]
+    if not set(groups).issubset(user.get("groups") or []):
+        mod_args += ["-a", "-G", joined]
+    if mod_args:
+        yield StringCommand("usermod", *mod_args, QuoteString(name))
     else:
-        host.noop(f"user {name} ({uid}:{gid}) exists, in {', '.join(groups) or 'no'} groups")
+        noop(f"user {name} ({uid}:{gid}) exists, in {', '.join(groups) or 'no'} groups")
+
+
+def _comma_separated(groups: list[str]) -> list:
+    parts: list = []
+    for group in groups:
+        if parts:
+            parts.append(",")
+        parts.append(QuoteString(group))
+    return parts

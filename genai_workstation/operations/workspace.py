@@ -10,6 +10,8 @@ from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from facts.filesystem import PathStates, is_windows_mount
 from genai_workstation.layout import COMFYUI_MODEL_FOLDERS, DATA_FOLDERS
 
+from .once import noop, passed_at_prepare
+
 # Local Linux filesystems that keep owners, modes and mmap-friendly speed across reboots.
 ALLOWED_FSTYPES = ("ext4", "ext3", "xfs", "btrfs", "zfs", "f2fs", "bcachefs")
 
@@ -71,6 +73,8 @@ def tree(root: str, uid: int, gid: int, models_dir: str | None = None, mode: str
       can still read the models)
     """
     paths = workspace_paths(root, models_dir)
+    if passed_at_prepare():
+        return
     states = host.get_fact(PathStates, paths=paths)
     problems, seen = [], set()
     for path in paths:
@@ -93,7 +97,7 @@ def tree(root: str, uid: int, gid: int, models_dir: str | None = None, mode: str
         or str(states[path].get("mode")) != str(mode).lstrip("0")
     ]
     if not todo:
-        host.noop(f"{len(paths)} workspace folders in place ({uid}:{gid}, {mode})")
+        noop(f"{len(paths)} workspace folders in place ({uid}:{gid}, {mode})")
         return
     yield StringCommand(
         "install", "-d", "-o", str(uid), "-g", str(gid), "-m", str(mode),

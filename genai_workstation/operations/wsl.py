@@ -11,6 +11,8 @@ from pyinfra.operations import files
 from facts.packages import NVIDIA_WSL_REASON, ForbiddenNvidiaPackages
 from facts.wsl import WslConf, merge_wsl_conf
 
+from .once import noop, passed_at_prepare
+
 WSL_CONF = "/etc/wsl.conf"
 
 SHUTDOWN_NOTICE = (
@@ -58,6 +60,8 @@ def no_linux_driver():
     Fail when a Linux NVIDIA driver package is installed inside WSL2, with NVIDIA's reason.
     Changes nothing: removing packages is left to the user.
     """
+    if passed_at_prepare():
+        return
     found = list(host.get_fact(ForbiddenNvidiaPackages) or [])
     if found:
         raise OperationError(
@@ -65,6 +69,6 @@ def no_linux_driver():
             f"{NVIDIA_WSL_REASON} Remove them (e.g. `sudo apt-get purge {' '.join(found)}`), "
             "then run again."
         )
-    host.noop("no Linux NVIDIA driver package installed (the Windows driver serves WSL2)")
+    noop("no Linux NVIDIA driver package installed (the Windows driver serves WSL2)")
     return
     yield  # an operation is a generator
