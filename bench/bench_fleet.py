@@ -78,13 +78,23 @@ def seed(host, tarball: Path) -> None:
     host.run("tar -C / -xf /tmp/apt-seed.tar && rm /tmp/apt-seed.tar")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds this machine spent not idle since boot, all cores (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def timed_cpu(run):
-    """(run(), CPU seconds (user + system) of the pyinfra process it waited for)."""
+    """(run(), CPU seconds (user + system) of the pyinfra process it waited for, CPU seconds
+    the whole machine was busy meanwhile: pyinfra, the hosts' sshd, apt and dpkg)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy_before = machine_busy_seconds()
     result = run()
+    busy = machine_busy_seconds() - busy_before
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return result, round((after.ru_utime - before.ru_utime)
-                         + (after.ru_stime - before.ru_stime), 2)
+                         + (after.ru_stime - before.ru_stime), 2), round(busy, 1)
 
 
 def converge_fleet(size: int, scratch: Path, seed_tarball: Path | None) -> dict:
@@ -95,10 +105,10 @@ def converge_fleet(size: int, scratch: Path, seed_tarball: Path | None) -> dict:
             seed(host, seed_tarball)
         inventory = fleet_inventory(hosts, **cpu_settings())
         load = os.getloadavg()[0]
-        first, first_cpu = timed_cpu(lambda: run_pyinfra(
+        first, first_cpu, first_busy = timed_cpu(lambda: run_pyinfra(
             "deploys/workstation.py", inventory, inventory_dir=scratch / f"inventory{size}"))
         first.check()
-        second, second_cpu = timed_cpu(lambda: run_pyinfra(
+        second, second_cpu, second_busy = timed_cpu(lambda: run_pyinfra(
             "deploys/workstation.py", inventory, inventory_dir=scratch / f"inventory{size}"))
         second.check()
         if second.changed:
@@ -109,6 +119,11 @@ def converge_fleet(size: int, scratch: Path, seed_tarball: Path | None) -> dict:
         return {"hosts": size, "first_converge_s": round(first.duration, 2),
                 "noop_rerun_s": round(second.duration, 2),
                 "pyinfra_cpu_s_first": first_cpu, "pyinfra_cpu_s_noop": second_cpu,
+                # all cores busy for the whole run = the machine, not pyinfra, sets the time
+                "machine_cpu_busy_s_first": first_busy, "machine_cpu_busy_s_noop": second_busy,
+                "machine_cpu_use_first": round(first_busy / (first.duration * os.cpu_count()), 2),
+                "machine_cpu_use_noop": round(second_busy / (second.duration * os.cpu_count()),
+                                              2),
                 "changed_operations_first_run": changed_first,
                 "load_average_1min_before": round(load, 2)}
     finally:
@@ -147,13 +162,14 @@ def main() -> None:
         "apt_seeded": not args.no_apt_seed,
         "machine": machine(), "pyinfra": pyinfra_version(), "results": rows})
     print("\n| hosts | first converge s | x 1 host | no-op re-run s | x 1 host "
-          "| pyinfra CPU s (converge / re-run) |")
-    print("|---:|---:|---:|---:|---:|---:|")
+          "| pyinfra CPU s (converge / re-run) | machine CPU use (converge / re-run) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['hosts']} | {row['first_converge_s']:.1f} | "
               f"{row.get('first_converge_vs_1_host', '')} | {row['noop_rerun_s']:.2f} | "
               f"{row.get('noop_rerun_vs_1_host', '')} | {row['pyinfra_cpu_s_first']} / "
-              f"{row['pyinfra_cpu_s_noop']} |")
+              f"{row['pyinfra_cpu_s_noop']} | {row['machine_cpu_use_first']:.0%} / "
+              f"{row['machine_cpu_use_noop']:.0%} |")
     plot()
 
 

