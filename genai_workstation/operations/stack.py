@@ -24,7 +24,14 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.operations import files
 
-from facts.compose import AppDevice, ComposeProject, ImageLabel, SecretFiles, StackHistory
+from facts.compose import (
+    AppDevice,
+    ComposeProject,
+    ImageLabel,
+    PathDigests,
+    SecretFiles,
+    StackHistory,
+)
 from genai_workstation.stacks import lifecycle as lc
 
 
@@ -122,47 +129,70 @@ def _put_secret(content, dest: str, remote: dict | None, salt: str, uid: int, gi
         yield StringCommand("chmod", "600", dest)
 
 
+def _in_place(remote: dict | None, kind: str, uid: int, gid: int, mode: str | None,
+              sha256: str | None = None) -> bool:
+    """Whether a path read by PathDigests already is what the stack wants."""
+    return bool(
+        remote
+        and remote.get("kind") == kind
+        and (remote.get("uid"), remote.get("gid")) == (uid, gid)
+        and (mode is None or remote.get("mode") == mode)
+        and (sha256 is None or remote.get("sha256") == sha256)
+    )
+
+
+def _sha256(content) -> str:
+    return hashlib.sha256(content if isinstance(content, bytes) else content.encode()).hexdigest()
+
+
 def write_files(rendered: dict, project_dir: str, user: str, group: str, uid: int, gid: int,
                 previous_manifest: list[str]):
-    """Commands that make the stack folder hold exactly the rendered files."""
-    cmds = []
-    temp_dir = f"{project_dir}/{lc.TEMP_DIR}"
-    for sub, mode in (("", "750"), (lc.GENAI_DIR, "700"), (lc.TEMP_DIR, "700")):
-        path = posixpath.join(project_dir, sub) if sub else project_dir
-        cmds += list(files.directory._inner(path=path, user=user, group=group, mode=mode))
-    for path in rendered["directories"]:  # data folders the containers mount (user-owned)
-        cmds += list(files.directory._inner(path=path, user=user, group=group))
+    """Commands that make the stack folder hold exactly the rendered files.
 
+    Every folder and file that is not secret is read in one round trip (PathDigests); only
+    those that differ go through pyinfra's files.directory / files.put (which read their own
+    facts and show a --diff), so a converged stack costs one command here, not one per file.
+    """
+    temp_dir = f"{project_dir}/{lc.TEMP_DIR}"
     wanted = rendered["files"]
-    dirs_done = set()
+    folders: list[tuple[str, str | None]] = [
+        (posixpath.join(project_dir, sub) if sub else project_dir, mode)
+        for sub, mode in (("", "750"), (lc.GENAI_DIR, "700"), (lc.TEMP_DIR, "700"))
+    ]
+    folders += [(path, None) for path in rendered["directories"]]  # data the containers mount
+    seen = set()
     for relpath in sorted(wanted):
         for parent in _parents(relpath):
-            if parent in dirs_done:
-                continue
-            dirs_done.add(parent)
-            secret_dir = any(wanted[p]["secret"] for p in wanted if p.startswith(parent + "/"))
-            cmds += list(files.directory._inner(
-                path=f"{project_dir}/{parent}", user=user, group=group,
-                mode="700" if secret_dir else "750"))
+            if parent not in seen:
+                seen.add(parent)
+                secret_dir = any(wanted[p]["secret"] for p in wanted
+                                 if p.startswith(parent + "/"))
+                folders.append((f"{project_dir}/{parent}", "700" if secret_dir else "750"))
+    manifest = "".join(f"{p}\n" for p in sorted(wanted))
+    plain = {f"{project_dir}/{p}": (wanted[p]["content"], _mode(wanted[p]["mode"], "644"))
+             for p in sorted(wanted) if not wanted[p]["secret"]}
+    plain[f"{project_dir}/{lc.MANIFEST_FILE}"] = (manifest, "644")
+    remote = host.get_fact(PathDigests, paths=[path for path, _ in folders] + list(plain))
+
+    cmds = []
+    for path, mode in folders:
+        if not _in_place(remote.get(path), "directory", uid, gid, mode):
+            cmds += list(files.directory._inner(path=path, user=user, group=group,
+                                                **({"mode": mode} if mode else {})))
 
     secret_paths = [f"{project_dir}/{p}" for p in sorted(wanted) if wanted[p]["secret"]]
     salt = os.urandom(16).hex()
     remote_secrets = host.get_fact(SecretFiles, paths=secret_paths, salt=salt) \
         if secret_paths else {}
-    for relpath in sorted(wanted):
-        item = wanted[relpath]
-        dest = f"{project_dir}/{relpath}"
-        if item["secret"]:
-            cmds += list(_put_secret(item["content"], dest, remote_secrets.get(dest), salt,
-                                     uid, gid, temp_dir))
-        else:
-            cmds += list(files.put._inner(
-                src=_io(item["content"]), dest=dest, user=user, group=group,
-                mode=_mode(item["mode"], "644")))
+    for dest in secret_paths:
+        content = wanted[dest[len(project_dir) + 1:]]["content"]
+        cmds += list(_put_secret(content, dest, remote_secrets.get(dest), salt, uid, gid,
+                                 temp_dir))
+    for dest, (content, mode) in plain.items():
+        if not _in_place(remote.get(dest), "file", uid, gid, mode, _sha256(content)):
+            cmds += list(files.put._inner(src=_io(content), dest=dest, user=user, group=group,
+                                          mode=mode))
 
-    manifest = "".join(f"{p}\n" for p in sorted(wanted))
-    cmds += list(files.put._inner(src=StringIO(manifest), dest=f"{project_dir}/{lc.MANIFEST_FILE}",
-                                  user=user, group=group, mode="644"))
     stale = sorted(set(previous_manifest) - set(wanted))
     for relpath in stale:
         if ".." not in relpath.split("/") and not relpath.startswith("/"):
