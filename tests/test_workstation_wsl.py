@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 from pyinfra.api import OperationError
 
+from deploys.steps.verify import verify_host
+from deploys.steps.workstation import workstation
 from facts.packages import NVIDIA_WSL_REASON
 from tests.workstation_fake import path_states, run_fake, workspace_paths, wsl_responses
 
@@ -63,12 +65,27 @@ def test_docker_desktop_branch_installs_nothing_and_merges_wsl_conf(tmp_path, ca
     assert "NVIDIA runtime comes from Docker Desktop" in caplog.text
 
 
+def test_a_longer_run_repeats_the_shutdown_notice_before_its_checks(tmp_path, caplog):
+    """comfyui.py, forge.py, site.py end with the verify step: the notice comes again there,
+    after the models and stacks output, so that it is not scrolled away."""
+    caplog.set_level("INFO")
+    _state, _host, ran = run_fake(tmp_path, wsl_responses(), docker={"source": "desktop"},
+                                  steps=[workstation, verify_host])
+    names = [name for name, _ in ran]
+    assert names[-2:] == ["Verify | wsl.exe --shutdown needed (reminder)",
+                          "Verify | Verify workstation"]
+    assert names.index("Workstation | wsl.exe --shutdown needed") < len(names) - 2
+    assert caplog.text.count("ACTION NEEDED") == 2
+
+
 def test_wsl_conf_already_set_plans_no_change_and_no_notice(tmp_path, caplog):
     conf = ["@@genai:wsl.conf present", "[boot]", "systemd = true", "[automount]",
             "enabled = true"]
     responses = wsl_responses(**{"@@genai:wsl.conf": conf})
-    _state, _host, ran = run_fake(tmp_path, responses, docker={"source": "desktop"})
+    _state, _host, ran = run_fake(tmp_path, responses, docker={"source": "desktop"},
+                                  steps=[workstation, verify_host])
     names = [name for name, _ in ran]
+    assert "Verify | wsl.exe --shutdown needed (reminder)" not in names
     assert ("Workstation | /etc/wsl.conf [boot] systemd=true", []) in ran
     assert "Workstation | wsl.exe --shutdown needed" not in names
     assert "ACTION NEEDED" not in caplog.text

@@ -115,8 +115,9 @@ def command_text(command) -> object:
 LAST_EXECUTED: list[str] = []
 
 
-def run_fake(tmp_path: Path, responses: dict, **settings):
-    """Run the workstation step on `@fake/wsl`; return (state, [(op name, [commands])])."""
+def run_fake(tmp_path: Path, responses: dict, steps=None, **settings):
+    """Run the workstation step (or `steps`, deploy functions run in order) on `@fake/wsl`;
+    return (state, host, [(op name, [commands])])."""
     from deploys.steps.workstation import workstation
 
     data = host_data(tmp_path, **settings)
@@ -127,7 +128,8 @@ def run_fake(tmp_path: Path, responses: dict, **settings):
     host = inventory.get_host("@fake/wsl")
     LAST_EXECUTED[:] = []
     try:
-        add_deploy(state, workstation)
+        for step in steps or [workstation]:
+            add_deploy(state, step)
     finally:
         LAST_EXECUTED[:] = list(host.connector.executed_commands)
     run_ops(state)

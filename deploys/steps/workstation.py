@@ -30,9 +30,27 @@ def _check_now(op_meta) -> None:
     op_meta.will_change  # noqa: B018 (the property runs the operation's generator)
 
 
+WSL_CONF_OP = "_genai_wsl_conf_op"  # host attribute: this run's wsl.conf operation
+
+
 def _wsl_shutdown_notice(host_name: str, path: str) -> None:
     message = wsl.SHUTDOWN_NOTICE.format(path=path)
     logger.warning(f"[{host_name}] ACTION NEEDED: {message}")
+
+
+def wsl_shutdown_reminder() -> None:
+    """Repeat the `wsl.exe --shutdown` notice near the end of a longer run (models, stacks),
+    when this run's workstation step changed /etc/wsl.conf."""
+    conf_changed = getattr(host, WSL_CONF_OP, None)
+    if conf_changed is None:
+        return
+    python.call(
+        name="wsl.exe --shutdown needed (reminder)",
+        function=_wsl_shutdown_notice,
+        host_name=host.name,
+        path=wsl.WSL_CONF,
+        _if=conf_changed.did_change,
+    )
 
 
 @deploy("Workstation")
@@ -109,6 +127,7 @@ def workstation():
             nvidia.cdi(name="CDI spec /etc/cdi/nvidia.yaml")
 
     if conf_changed is not None:
+        setattr(host, WSL_CONF_OP, conf_changed)
         python.call(
             name="wsl.exe --shutdown needed",
             function=_wsl_shutdown_notice,
