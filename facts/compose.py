@@ -128,9 +128,11 @@ class ComposeProject(FactBase):
             f"cd {d} || exit 0; echo '{m}present'; "
             f"echo '{m}hash'; cat {DEPLOYED_HASH_FILE} 2>/dev/null; echo; "
             f"echo '{m}manifest'; cat {MANIFEST_FILE} 2>/dev/null; echo; "
-            f"echo '{m}ps'; docker compose ps --all --format json 2>/dev/null "
-            f"|| echo '{m}ps-failed'; "
-            f"echo '{m}inspect'; ids=$(docker compose ps --all -q 2>/dev/null); "
+            f"echo '{m}ps'; if ps=$(docker compose ps --all --format json 2>/dev/null); "
+            f"then printf '%s\\n' \"$ps\"; else echo '{m}ps-failed'; fi; "
+            # the container IDs from that output (one compose start fewer than `ps -q`)
+            f"echo '{m}inspect'; ids=$(printf '%s' \"$ps\" | grep -o '\"ID\":\"[0-9a-f]*\"' "
+            "| cut -d'\"' -f4); "
             f'if [ -n "$ids" ]; then docker inspect --format {_q(_INSPECT_FORMAT)} $ids '
             "2>/dev/null; fi; "
             f"echo '{m}end'"

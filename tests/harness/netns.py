@@ -21,6 +21,7 @@ import ctypes
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -167,6 +168,20 @@ def tcp_forward(listen_netns: str | None, listen_port: int, target_netns: str | 
     return Relay(listen(listen_netns, port=listen_port), handler, name)
 
 
+def connect_with_retries(address: tuple[str, int], attempts: int = 4,
+                         delay: float = 0.5) -> socket.socket:
+    """`connect` from this namespace, trying again on a refused or failed connection (a
+    mirror behind this machine's egress sometimes drops one of many connections at once)."""
+    for attempt in range(attempts):
+        try:
+            return connect(None, address)
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
 def http_proxy(listen_netns: str | None, listen_port: int = 3142,
                name: str = "http-proxy") -> Relay:
     """An HTTP forward proxy listening in `listen_netns`, connecting from this process's
@@ -186,13 +201,13 @@ def http_proxy(listen_netns: str | None, listen_port: int = 3142,
             method, target, version = lines[0].split(b" ", 2)
             if method == b"CONNECT":  # a tunnel (https): host:port
                 url = urlsplit("//" + target.decode("latin-1"))
-                upstream = connect(None, (url.hostname, url.port or 443))
+                upstream = connect_with_retries((url.hostname, url.port or 443))
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 return upstream, rest
             url = urlsplit(target.decode("latin-1"))
             if url.scheme != "http" or not url.hostname:
                 raise ValueError(target)
-            upstream = connect(None, (url.hostname, url.port or 80))
+            upstream = connect_with_retries((url.hostname, url.port or 80))
         except (ValueError, OSError):
             with contextlib.suppress(OSError):
                 client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n"
