@@ -31,8 +31,10 @@ class HostHealth(FactBase):
             f"echo windows_epoch=$(timeout 10 {_POWERSHELL} -NoProfile -Command "
             "'[DateTimeOffset]::UtcNow.ToUnixTimeSeconds()' 2>/dev/null | tr -d '\\r'); fi; "
             "grep -E '^(MemTotal|MemAvailable):' /proc/meminfo; "
+            # `read`, a shell builtin: no process started per running process
             "for p in /proc/[0-9]*; do "
-            '[ "$(cat "$p/comm" 2>/dev/null)" = dockerd ] && echo "dockerd=${p#/proc/}"; '
+            'c=; read -r c < "$p/comm" 2>/dev/null; '
+            '[ "$c" = dockerd ] && echo "dockerd=${p#/proc/}"; '
             "done; "
             "[ -S /var/run/docker.sock ] && echo socket=$(readlink -f /var/run/docker.sock); "
             "[ -d /mnt/wsl/docker-desktop ] && echo desktop=1; true"

@@ -252,6 +252,38 @@ def test_free_space_is_checked_before_starting(model_server, tmp_path, monkeypat
     assert served.sent == 0
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_disk_full_midway_fails_cleanly_without_a_final_file(model_server, tmp_path):
+    """A real 1 MiB tmpfs fills up while 3 MiB are written (the free-space check is bypassed
+    by calling `download` itself): the error names the write, nothing hangs, no final file."""
+    import threading
+
+    data = blob(3 * (1 << 20), seed=21)
+    model_server.add_file("huge.safetensors", data)
+    models = tmp_path / "small"
+    models.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(models)], check=True)
+    try:
+        item = d.Item({"url": f"{model_server.url}/files/huge.safetensors",
+                       "folder": "checkpoints", "sha256": sha(data)})
+        outcome: list = []
+
+        def fetch():
+            try:
+                d.download(item, d.Http(), str(models), fsync=False, log=lambda _m: None)
+            except d.DownloadError as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=fetch, daemon=True)
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "the download hung on a full disk"
+        assert outcome and "writing" in str(outcome[0]) and "No space left" in str(outcome[0])
+        assert not (models / "checkpoints" / "huge.safetensors").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(models)], check=False)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 def test_files_belong_to_the_workstation_user(model_server, tmp_path):
     data = blob(20_000, seed=13)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
+from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import python
 
-from facts.platform import Platform
+from facts.accounts import Account
+from facts.filesystem import FileStat, PathStates
+from facts.platform import Platform, ServiceState
 from genai_workstation.operations import docker, nvidia, system, workspace, wsl
-from genai_workstation.operations.once import read_once
+from genai_workstation.operations.once import prefetch, read_once
 
 GPU_SKIPPED_NOTICE = "gpu.mode is none: GPU checks and the NVIDIA container toolkit are skipped"
 
@@ -53,6 +56,23 @@ def wsl_shutdown_reminder() -> None:
     )
 
 
+def _facts_read_by_the_step(data: dict, platform: dict) -> list[tuple[type, dict]]:
+    """The facts (with the operations' exact arguments) the workstation operations read."""
+    user = data["user"]
+    specs = [
+        (PathStates, {"paths": workspace.workspace_paths(data["workspace"], data["models_dir"])}),
+        (Account, {"username": user["name"], "uid": user["uid"], "groups": ["docker"]}),
+    ]
+    if data["docker"]["source"] != "desktop":
+        specs += [
+            (DebPackages, {}),
+            (ServiceState, {"service": "docker", "systemd": bool(platform.get("systemd_pid1"))}),
+        ]
+        if data["docker"].get("compose_plugin_path"):
+            specs.append((FileStat, {"path": docker.COMPOSE_PLUGIN}))
+    return specs
+
+
 @deploy("Workstation")
 def workstation():
     data = host.data.dict()
@@ -63,6 +83,8 @@ def workstation():
     source = docker_settings["source"]
     platform = read_once(Platform)
     on_wsl = platform.get("wsl") == 2
+    # What the operations below read on a converged host, in one round trip.
+    prefetch(_facts_read_by_the_step(data, platform))
 
     # Checks: refuse before anything changes.
     _check_now(system.check_platform(

@@ -36,6 +36,7 @@ CIVITAI_ENDPOINT = "https://civitai.com"
 SIDECAR = ".genai-verified.json"
 TOKEN_NAMES = ("HF_TOKEN", "CIVITAI_TOKEN")
 CHUNK = 1 << 20
+BUFFERS = 8  # chunks in flight between the socket and the disk
 _REDIRECTS = (301, 302, 303, 307, 308)
 _USER_AGENT = "genai-workstation-models/1"
 
@@ -493,27 +494,35 @@ def _range_ok(content_range: str | None, offset: int, size: int | None) -> bool:
 
 
 def _pump(response, state: _State):
-    """Socket -> sha256 + file, in a pipeline: this thread reads and hashes, a writer thread
-    writes (both release the GIL), so the disk and the hash overlap. Bounded: at most 8 chunks
-    of 1 MiB wait for the disk. Returns the read error that ended the stream, if any."""
-    read = response.raw.read
+    """Socket -> sha256 + file, in a pipeline: this thread reads into one of a few reused
+    1 MiB buffers and hashes it, a writer thread writes it (both release the GIL), so the disk
+    and the hash overlap and no chunk is copied on the way. Bounded: at most 8 buffers.
+    Returns the read error that ended the stream, if any."""
+    readinto = _raw_readinto(response)
     hasher, counter, handle = state.hasher, state.counter, state.handle
-    pending: queue.Queue = queue.Queue(maxsize=8)
+    free: queue.Queue = queue.Queue()
+    for _ in range(BUFFERS):
+        free.put(bytearray(CHUNK))
+    pending: queue.Queue = queue.Queue()
     failure: list = []
 
     def writer():
         write = handle.write
         try:
             while True:
-                chunk = pending.get()
-                if chunk is None:
+                item = pending.get()
+                if item is None:
                     return
-                view = memoryview(chunk)
+                buffer, size = item
+                view = memoryview(buffer)[:size]
                 while view:
                     n = write(view)
                     view = view[n:]
+                free.put(buffer)
         except BaseException as exc:  # reported by the reader
             failure.append(exc)
+            for _ in range(BUFFERS):
+                free.put(bytearray(0))  # unblock the reader, then wait for its end
             while pending.get() is not None:
                 pass
 
@@ -522,16 +531,18 @@ def _pump(response, state: _State):
     error = None
     try:
         while not failure:
+            buffer = free.get()
+            if failure:
+                break
             try:
-                chunk = read(CHUNK, decode_content=False)
+                n = readinto(buffer)
             except Exception as exc:  # urllib3/http.client/socket errors: transient
                 error = exc
                 break
-            if not chunk:
+            if not n:
                 break
-            hasher.update(chunk)
-            pending.put(chunk)
-            n = len(chunk)
+            hasher.update(memoryview(buffer)[:n])
+            pending.put((buffer, n))
             state.offset += n
             state.fetched += n
             counter.done += n
@@ -541,6 +552,33 @@ def _pump(response, state: _State):
     if failure:
         raise DownloadError(f"writing {handle.name}: {failure[0]}")
     return error
+
+
+def _raw_readinto(response):
+    """``readinto(buffer) -> bytes read`` of the response body as sent (identity encoding).
+
+    http.client's own ``readinto`` (under urllib3's response) fills the buffer in place;
+    urllib3's ``read(amt)`` returns a new bytes object per chunk (two copies). When that inner
+    response is not there (another urllib3), urllib3's ``read`` is used.
+    """
+    raw = response.raw
+    inner = getattr(raw, "_fp", None)
+    encoded = (response.headers.get("Content-Encoding") or "identity").lower() != "identity"
+    if inner is not None and hasattr(inner, "readinto") and not encoded:
+        def readinto(buffer: bytearray) -> int:
+            n = inner.readinto(buffer)
+            if n is None:
+                return 0
+            return n
+
+        return readinto
+
+    def read_copy(buffer: bytearray) -> int:
+        chunk = raw.read(len(buffer), decode_content=False)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    return read_copy
 
 
 def _makedirs(folder: str, models_dir: str, uid, gid) -> None:

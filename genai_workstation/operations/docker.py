@@ -15,7 +15,7 @@ from facts.filesystem import FileStat
 from facts.platform import DockerCli, Platform, ServiceState
 
 from . import packages
-from .once import noop, passed_at_prepare, read_once
+from .once import cached_fact, noop, passed_at_prepare, read_once
 
 COMPOSE_PLUGIN = "/usr/libexec/docker/cli-plugins/docker-compose"
 DOCKER_KEYRING = "/etc/apt/keyrings/docker.gpg"
@@ -109,7 +109,7 @@ def compose_plugin(src: str, dest: str = COMPOSE_PLUGIN):
     content only gets the time set, other content is uploaded."""
     local = os.stat(src)
     mtime = int(local.st_mtime)
-    remote = host.get_fact(FileStat, path=dest)
+    remote = cached_fact(FileStat, path=dest)
     same = (
         remote is not None
         and remote.get("kind") == "file"
@@ -169,7 +169,7 @@ def service():
     otherwise (WSL without systemd, containers, chroots) through its init script.
     """
     systemd = bool(read_once(Platform).get("systemd_pid1"))
-    state = host.get_fact(ServiceState, service="docker", systemd=systemd)
+    state = cached_fact(ServiceState, service="docker", systemd=systemd)
     # the commands of pyinfra's systemd.service / sysvinit.service, from one fact read
     if not state.get("running"):
         yield "systemctl start docker.service" if systemd else "/etc/init.d/docker start"

@@ -15,7 +15,7 @@ from facts.platform import Platform
 from genai_workstation.gpus import GpuResolutionError, resolve_gpu
 
 from . import packages
-from .once import noop, passed_at_prepare, read_once
+from .once import cached_fact, noop, passed_at_prepare, read_once
 
 KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
 LIST_NAME = "nvidia-container-toolkit"
@@ -76,7 +76,7 @@ def toolkit(
         src=StringIO(list_line(repo_url, platform.get("arch") or "amd64")),
         dest=LIST_FILE, mode="644", user="root", group="root",
     )
-    missing = packages.missing_packages(wanted, host.get_fact(DebPackages))
+    missing = packages.missing_packages(wanted, cached_fact(DebPackages))
     if not missing:
         host.noop(f"NVIDIA container toolkit {pinned} installed")
         return

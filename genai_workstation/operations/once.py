@@ -58,3 +58,54 @@ def passed_at_prepare() -> bool:
         return False
     host.noop(description)
     return True
+
+
+_PREFETCHED = "_genai_prefetched_facts"
+
+
+def _key(fact_cls, kwargs: dict):
+    return (fact_cls, repr(sorted(kwargs.items())))
+
+
+def prefetch(specs: list[tuple[type, dict]]) -> None:
+    """Read these facts now, in one remote command (genai_workstation/facts_batch.py), for
+    the operations that will ask for them (`cached_fact`). Call while the run is prepared,
+    with the exact arguments the operations use. If the batch cannot be read, the operations
+    simply read their facts themselves."""
+    from genai_workstation.facts_batch import FactReadError, read_facts
+
+    try:
+        values = read_facts(specs)
+    except FactReadError:
+        return
+    memo = getattr(host, _PREFETCHED, None)
+    if memo is None:
+        memo = {}
+        setattr(host, _PREFETCHED, memo)
+    for (fact_cls, kwargs), value in zip(specs, values, strict=True):
+        memo[_key(fact_cls, kwargs)] = value
+
+
+def _host_changed_since_prepare() -> bool:
+    """While executing: whether an operation before the current one ran a command on this
+    host (then what was read while preparing may be out of date)."""
+    if not _executing():
+        return False  # nothing has run on the host yet
+    current = getattr(host, "current_op_hash", None)
+    for op_hash in host.state.get_op_order():
+        if op_hash == current:
+            return False
+        op_data = host.state.ops.get(host, {}).get(op_hash)
+        if op_data is not None and op_data.operation_meta._commands:
+            return True
+    return True  # not in the order: do not guess
+
+
+def cached_fact(fact_cls, **kwargs):
+    """``host.get_fact``, answered from `prefetch` while nothing has changed the host since,
+    read afresh otherwise."""
+    memo = getattr(host, _PREFETCHED, None) or {}
+    key = _key(fact_cls, kwargs)
+    if key in memo and not _host_changed_since_prepare():
+        return memo[key]
+    return host.get_fact(fact_cls, **kwargs)

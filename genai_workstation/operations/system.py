@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
 from facts.accounts import Account
 from facts.platform import Platform
 
-from .once import noop, passed_at_prepare, read_once
+from .once import cached_fact, noop, passed_at_prepare, read_once
 
 PLATFORMS = ("auto", "wsl2", "linux")
 
@@ -84,7 +83,7 @@ def workstation_user(username: str, uid: int, gid: int, groups: list[str] | None
     groups = list(groups or [])
     if passed_at_prepare():
         return
-    account = host.get_fact(Account, username=name, uid=uid, groups=groups)
+    account = cached_fact(Account, username=name, uid=uid, groups=groups)
     user = account.get("user")
     existing_groups = account.get("groups") or {}
 
