@@ -1,6 +1,6 @@
 """Download benchmark: our downloader vs `curl -o`, same loopback server, same file, one run.
 
-    /tmp/v/bin/python bench/bench_download.py [--size-gib 2] [--rounds 2] [--dir DIR]
+    .venv/bin/python bench/bench_download.py [--size-gib 2] [--rounds 2] [--dir DIR]
 
 The server (tests/harness/model_server.py) serves a sparse 2 GiB file over real sockets on
 127.0.0.1 with sendfile and counts the body bytes it sends. Each client runs in its own process:

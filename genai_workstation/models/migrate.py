@@ -239,7 +239,7 @@ def _copy_verified(move: Move, models_dir: Path, counter: Counter, uid, gid) -> 
     downloader._makedirs(str(dest.parent), str(models_dir), uid, gid)
     part = Path(str(dest) + ".part")
     hasher = hashlib.sha256()
-    buffer = bytearray(downloader.CHUNK * 4)
+    buffer = bytearray(downloader.CHUNK)
     view = memoryview(buffer)
     with open(move.source, "rb", buffering=0) as src, open(part, "wb", buffering=0) as out:
         while True:
