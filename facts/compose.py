@@ -35,6 +35,13 @@ def _q(value: str) -> str:
     return "'" + str(value).replace("'", "'\"'\"'") + "'"
 
 
+def _mode_owner(field: str) -> dict:
+    """``stat -c '%a %u %g'`` as {"mode": "644", "uid": 1000, "gid": 1000}."""
+    mode, uid, gid = (field.split() + ["", "", ""])[:3]
+    return {"mode": mode, "uid": int(uid) if uid.isdigit() else None,
+            "gid": int(gid) if gid.isdigit() else None}
+
+
 def parse_ps_output(lines: list[str]) -> list[dict]:
     """`docker compose ps --format json`: one object a line (>= 2.21) or one JSON array."""
     text = "\n".join(line for line in lines if line.strip())
@@ -330,12 +337,7 @@ class SecretFiles(FactBase):
             if len(parts) == 2 and parts[1] == "absent":
                 result[parts[0]] = None
             elif len(parts) == 3:
-                mode, uid, gid = (parts[1].split() + ["", "", ""])[:3]
-                result[parts[0]] = {
-                    "digest": parts[2].strip(), "mode": mode,
-                    "uid": int(uid) if uid.isdigit() else None,
-                    "gid": int(gid) if gid.isdigit() else None,
-                }
+                result[parts[0]] = {"digest": parts[2].strip(), **_mode_owner(parts[1])}
         return result
 
 
@@ -379,12 +381,6 @@ class PathDigests(FactBase):
             if len(parts) == 2 and parts[0] == "absent":
                 result[parts[1]] = None
             elif len(parts) == 4 and parts[0] in ("file", "directory"):
-                mode, uid, gid = (parts[2].split() + ["", "", ""])[:3]
-                result[parts[1]] = {
-                    "kind": parts[0],
-                    "sha256": parts[3].strip() or None,
-                    "mode": mode,
-                    "uid": int(uid) if uid.isdigit() else None,
-                    "gid": int(gid) if gid.isdigit() else None,
-                }
+                result[parts[1]] = {"kind": parts[0], "sha256": parts[3].strip() or None,
+                                    **_mode_owner(parts[2])}
         return result

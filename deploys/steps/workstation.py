@@ -45,10 +45,14 @@ def wsl_shutdown_reminder() -> None:
     """Repeat the `wsl.exe --shutdown` notice near the end of a longer run (models, stacks),
     when this run's workstation step changed /etc/wsl.conf."""
     conf_changed = getattr(host, WSL_CONF_OP, None)
-    if conf_changed is None:
-        return
+    if conf_changed is not None:
+        _shutdown_notice("wsl.exe --shutdown needed (reminder)", conf_changed)
+
+
+def _shutdown_notice(name: str, conf_changed) -> None:
+    """An operation printing the notice when the wsl.conf operation changed the file."""
     python.call(
-        name="wsl.exe --shutdown needed (reminder)",
+        name=name,
         function=_wsl_shutdown_notice,
         host_name=host.name,
         path=wsl.WSL_CONF,
@@ -150,10 +154,4 @@ def workstation():
 
     if conf_changed is not None:
         setattr(host, WSL_CONF_OP, conf_changed)
-        python.call(
-            name="wsl.exe --shutdown needed",
-            function=_wsl_shutdown_notice,
-            host_name=host.name,
-            path=wsl.WSL_CONF,
-            _if=conf_changed.did_change,
-        )
+        _shutdown_notice("wsl.exe --shutdown needed", conf_changed)
