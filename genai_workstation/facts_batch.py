@@ -6,6 +6,7 @@ import re
 
 from pyinfra import host
 from pyinfra.api import StringCommand
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 
 _START = "@@genai:fact"
 _END = "@@genai:fact-rc"
@@ -58,6 +59,15 @@ def split_output(lines: list[str], count: int) -> dict[int, tuple[int, list[str]
     return {index: parts[index] for index in range(count) if index in parts}
 
 
+def _executor_arguments() -> dict:
+    """How pyinfra would run a fact's command now: --sudo, --su-user, ... of the CLI and
+    the current operation (as pyinfra's own get_fact does)."""
+    current = dict(host.current_op_global_arguments or {})
+    global_arguments, _ = pop_global_arguments(host.state, host, current)
+    return {key: value for key, value in global_arguments.items()
+            if key in CONNECTOR_ARGUMENT_KEYS}
+
+
 def read_facts(specs: list[tuple[type, dict]]) -> list:
     """``[host.get_fact(cls, **kwargs) for cls, kwargs in specs]`` in one remote command.
 
@@ -67,7 +77,8 @@ def read_facts(specs: list[tuple[type, dict]]) -> list:
     """
     facts = [(cls(), dict(kwargs)) for cls, kwargs in specs]
     _status, output = host.run_shell_command(
-        StringCommand(batch_command(facts)), print_output=False, print_input=False
+        StringCommand(batch_command(facts)), print_output=False, print_input=False,
+        **_executor_arguments(),
     )
     parts = split_output(output.stdout_lines, len(facts))
     values = []

@@ -94,3 +94,21 @@ def test_a_cut_short_answer_leaves_the_missing_facts_out():
     first_end = next(i for i, line in enumerate(lines) if line.startswith("@@genai:fact-rc"))
     assert sorted(split_output(lines[: first_end + 1], 2)) == [0]
     assert sorted(split_output(lines[: first_end + 3], 2)) == [0]
+
+
+def test_batched_facts_run_as_pyinfra_runs_facts_sudo_included():
+    """`pyinfra --sudo --sudo-user ...` reaches the batched command as it reaches get_fact."""
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.context import ctx_host, ctx_state
+
+    from genai_workstation.facts_batch import _executor_arguments
+
+    for config, expected in ((Config(), {"_sudo": False}),
+                             (Config(SUDO=True, SUDO_USER="genai"),
+                              {"_sudo": True, "_sudo_user": "genai"})):
+        inventory = Inventory(([("@local", {})], {}))
+        state = State(inventory, config)
+        host = inventory.get_host("@local")
+        with ctx_state.use(state), ctx_host.use(host):
+            arguments = _executor_arguments()
+        assert {key: arguments.get(key) for key in expected} == expected
