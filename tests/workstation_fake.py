@@ -62,11 +62,14 @@ WSL_CONF = [
 
 
 def path_states(paths: list[str], fstype: str = "ext4", mount: str = "/") -> list[str]:
-    """PathStates output for paths that do not exist yet, on `fstype` mounted at `mount`."""
-    lines = []
-    for path in paths:
-        lines += [f"@@path {path}", f"@@mnt {fstype} {mount}"]
-    return lines
+    """PathStates output for paths that do not exist yet under `mount` (a `fstype` mount,
+    on an ext4 root): only the mount point and the root answer `stat`."""
+    lines = [f"@@path {path}" for path in paths]
+    existing = dict.fromkeys(["/", mount])
+    lines += [f"@@st 0 0 755 directory|{path}" for path in existing]
+    lines += [f"@@mp {path}|{path}" for path in existing]
+    lines += ["@@fs ext4 /"] if mount != "/" else []
+    return lines + [f"@@fs {fstype} {mount}"]
 
 
 def workspace_paths(root: str = "/srv/genai") -> list[str]:
