@@ -129,7 +129,7 @@ CASES = {
                 music: {template_dir: /nonexistent, vars: {token: hf_abcdefghijklmnopqrstuvwxy}}
         """,
         ["hosts.ws1.stacks.custom.music.vars.token", "looks like a Hugging Face token",
-         "inventory/secrets.env"],
+         "HF_TOKEN=<value> in secrets.env"],
     ),
     "missing secret for auth": (
         """
