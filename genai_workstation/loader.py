@@ -16,7 +16,7 @@ from .credentials import credential_problems
 from .errors import InventoryError, Problem
 from .secrets import load_secrets, required_secrets
 from .textfiles import read_text
-from .yamlmarks import join, load_with_marks
+from .yamlmarks import MAX_ENTRIES, TooLarge, join, load_with_marks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "inventory" / "schema.json"
@@ -145,6 +145,11 @@ def read_yaml(path: Path, shown: str, what: str, list_key: str = "") -> tuple[ob
                           "fix the YAML syntax (indentation, colons, quotes)",
                           None if line is None else line + 1)
         raise InventoryError(shown, [problem]) from None
+    except (RecursionError, TooLarge):
+        raise InventoryError(shown, [Problem(
+            "", f"nests too deeply or expands to more than {MAX_ENTRIES} values (YAML anchors "
+                "and aliases)", "write the settings out plainly; an inventory is a few "
+                                "hundred values")]) from None
     if list_key and isinstance(document, list):
         document = {list_key: document}
         marks = {join(list_key, key): line for key, line in marks.items()}

@@ -87,6 +87,20 @@ def test_not_an_inventory(tmp_path, data, expected):
     refused(run(tmp_path, data), f"inv.yaml: {expected}", "inventory/workstation.yaml")
 
 
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n"
+    for a, b in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"hosts:\n  1: {}\n", "inv.yaml:2: hosts.1: the key 1 is read as a number, not as a name"),
+    (b"hosts: &h {ws1: *h}\n", "nests too deeply or expands to more than 200000 values"),
+    (LAUGHS.encode(), "nests too deeply or expands to more than 200000 values"),
+])
+def test_yaml_that_is_no_inventory_shape(tmp_path, data, expected):
+    refused(run(tmp_path, data), expected)
+
+
 def test_problems_sorted_by_line_as_numbers_and_capped(tmp_path):
     # 1,500 hosts, each with a typo: lines 2 .. 3001; a string sort would put line 1001 before 2.
     hosts = "".join(f"  ws{i}:\n    worksapce: /srv/genai\n" for i in range(1500))
