@@ -13,6 +13,7 @@ import json
 from jsonschema.exceptions import ValidationError
 
 from .errors import Problem
+from .loader import _deref
 from .yamlmarks import join
 
 _TYPE_NAMES = {"integer": "a whole number", "string": "text", "boolean": "true or false",
@@ -135,15 +136,6 @@ def _range(schema: dict) -> str:
 
 def _missing(error: ValidationError) -> str:
     return error.message.split("'")[1] if "'" in error.message else error.message
-
-
-def _deref(schema: dict, full_schema: dict) -> dict:
-    while "$ref" in schema:
-        target = full_schema
-        for part in schema["$ref"].lstrip("#/").split("/"):
-            target = target[part]
-        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
-    return schema
 
 
 def _show(value) -> str:
