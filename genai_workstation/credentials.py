@@ -18,17 +18,18 @@ _SECRETS_FILE = ("secrets.env next to the inventory (or the file $GENAI_SECRETS 
                  "git ignores it) or export it")
 _DOWNLOAD = ("the model downloader sends it as an `Authorization: Bearer` header, only to "
              "that endpoint (never in a URL, never across a redirect)")
-# (pattern, what it looks like, the secret's name, how the value reaches its use)
+_CUSTOM = ("list {name} under this stack's `secrets:`: the template gets the path of a 0600 file "
+           "holding it (`secrets.{name}`, for compose `secrets:`), never the value")
+_APP = ("models are downloaded by `models:` entries with the token from the secrets file; an "
+        "app's login is the stack's `auth:` (its password in the secrets file)")
+# (pattern, what it looks like, the secret's usual name)
 _TOKENS = (
-    (re.compile(r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{20,}"), "a Hugging Face token", "HF_TOKEN",
-     f"for Hugging Face downloads {_DOWNLOAD}"),
+    (re.compile(r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{20,}"), "a Hugging Face token", "HF_TOKEN"),
     (re.compile(r"(?<![0-9a-zA-Z])[0-9a-f]{32}(?![0-9a-zA-Z])"), "a Civitai API key",
-     "CIVITAI_TOKEN", f"for Civitai downloads {_DOWNLOAD}"),
+     "CIVITAI_TOKEN"),
     (re.compile(r"(?<![A-Za-z0-9])(ghp|gho|github_pat)_[A-Za-z0-9_]{20,}"), "a GitHub token",
-     "GITHUB_TOKEN", "a custom stack lists the name under `secrets:` and gets it in its 0600 "
-                     "env file"),
-    (re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{20,}"), "an API key", "a name of yours",
-     "a custom stack lists the name under `secrets:` and gets it in its 0600 env file"),
+     "GITHUB_TOKEN"),
+    (re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{20,}"), "an API key", "API_KEY"),
 )
 # Query parameter / option names that carry a credential: these words anywhere in the name
 # (`access_token`, `X-Amz-Signature`, `AccessToken`), or exactly these short ones.
@@ -78,13 +79,24 @@ def _string_problems(text: str, path: str, marks: dict) -> list[Problem]:
         problem = _url_problem(url, path, line)
         if problem:
             return [problem]
-    for pattern, what, name, use in _TOKENS:
+    for pattern, what, name in _TOKENS:
         if pattern.search(text):
             return [Problem(path, f"holds what looks like {what}; secrets never go in this file "
                                   "(it is meant to be committed and is printed by pyinfra)",
-                            f"remove it and put {name}=<value> in {_SECRETS_FILE}: {use}",
-                            line)]
+                            f"remove it and put {name}=<value> in {_SECRETS_FILE}: "
+                            f"{_use(path, name)}", line)]
     return []
+
+
+def _use(path: str, name: str) -> str:
+    """How the secret reaches what needs it, from where it was written."""
+    if ".custom." in f".{path}.":
+        return _CUSTOM.format(name=name)
+    if "extra_args" in path:
+        return _APP
+    if name in ("HF_TOKEN", "CIVITAI_TOKEN"):
+        return _DOWNLOAD
+    return "name it where the feature asks for a secret (a stack's `auth.secret` or `secrets:`)"
 
 
 def _url_problem(url: str, path: str, line: int | None) -> Problem | None:
