@@ -141,7 +141,9 @@ def read_yaml(path: Path, shown: str, what: str, list_key: str = "") -> tuple[ob
         document, marks, problems = load_with_marks(text)
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        problem = Problem("", f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+        # `problem` only: str(exc) quotes the line, which may hold a secret.
+        what = getattr(exc, "problem", None) or "it cannot be parsed"
+        problem = Problem("", f"not valid YAML: {what}",
                           "fix the YAML syntax (indentation, colons, quotes)",
                           None if line is None else line + 1)
         raise InventoryError(shown, [problem]) from None
