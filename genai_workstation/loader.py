@@ -78,7 +78,8 @@ def load_inventory(path: Path | str | None = None, environ=None) -> Inventory:
     path = Path(path) if path else inventory_path(environ)
     shown = _shown_path(path)
     if not path.is_file():
-        raise InventoryError(shown, [Problem("", "file not found", _not_found_hint())])
+        found = "is not a regular file (a folder?)" if path.exists() else "file not found"
+        raise InventoryError(shown, [Problem("", found, _not_found_hint())])
 
     document, marks = read_yaml(path, shown, "an inventory")
     if not isinstance(document, dict) or not {"hosts", "defaults", "groups"} & set(document):

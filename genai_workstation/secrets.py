@@ -59,7 +59,10 @@ def load_secrets(inventory_file: Path, environ) -> tuple[Secrets, list[Problem]]
     path = secrets_path(inventory_file, environ)
     secrets = Secrets(source=path, environ=dict(environ))
     problems: list[Problem] = []
-    if path.exists():
+    if path.exists() and not path.is_file():
+        problems.append(Problem("", "the secrets file is not a regular file (a folder?)",
+                                f"point {SECRETS_ENV} at a NAME=value file, or remove it"))
+    elif path.exists():
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             problems.append(Problem(

@@ -130,6 +130,17 @@ def test_models_manifest_as_cp1252_and_binary(tmp_path):
     refused(run(tmp_path, inventory), "models.yaml: is not a text file")
 
 
+def test_folders_instead_of_files(tmp_path):
+    (tmp_path / "secrets.env").mkdir()
+    refused(run(tmp_path, GOOD.encode()), "secrets.env: the secrets file is not a regular file")
+    (tmp_path / "secrets.env").rmdir()
+    (tmp_path / "folder.yaml").mkdir()
+    env = dict(os.environ, GENAI_INVENTORY=str(tmp_path / "folder.yaml"))
+    result = subprocess.run([PYINFRA, "-y", "inventory.py", "debug-inventory"], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=60)
+    refused(result, "folder.yaml: is not a regular file (a folder?)")
+
+
 def test_secrets_file_as_cp1252_binary_and_oversized(tmp_path):
     value = "mot-de-passe-é"
     stderr = refused(run(tmp_path, GOOD.encode(), f"# mine\nCOMFYUI_AUTH={value}\n".encode(
