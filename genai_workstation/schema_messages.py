@@ -140,7 +140,9 @@ def _missing(error: ValidationError) -> str:
 
 def _show(value) -> str:
     shown = json.dumps(value) if not isinstance(value, str) else f"'{value}'"
-    return shown if len(shown) <= _SHOWN_CHARS else shown[:_SHOWN_CHARS - 5] + "...'"
+    if len(shown) <= _SHOWN_CHARS:
+        return shown
+    return shown[:_SHOWN_CHARS - 4] + ("...'" if isinstance(value, str) else " ...")
 
 
 def _kind(value) -> str:
