@@ -5,6 +5,7 @@ that restores a missing model folder with its files, modes as four octal digits.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -246,3 +247,31 @@ def test_critical_shows_in_table_junit_prometheus_and_json():
     assert 'message="CRITICAL: stack comfyui' in junit(report)
     assert 'genai_workstation_drift_critical_findings{host="ws1"} 1' in prometheus(report, 0)
     assert Report.from_json(report.to_json()) == report
+
+
+# --- the ComposeProject fact: compose.yaml ports and what the containers publish ------------
+
+def test_compose_project_reads_file_ports_and_publishers():
+    from facts.compose import ComposeProject
+
+    ps = json.dumps({"Name": "genai-comfyui-proxy-1", "Service": "proxy", "State": "running",
+                     "Health": "", "Image": "caddy:2", "ExitCode": 0, "Labels": "",
+                     "Publishers": [
+                         {"URL": "0.0.0.0", "TargetPort": 8080, "PublishedPort": 8444,
+                          "Protocol": "tcp"},
+                         {"URL": "::", "TargetPort": 8080, "PublishedPort": 8444,
+                          "Protocol": "tcp"},
+                         {"URL": "", "TargetPort": 2019, "PublishedPort": 0,
+                          "Protocol": "tcp"}]})
+    compose_yaml = ["services:", "  comfyui:", "    image: x", "  proxy:", "    ports:",
+                    '      - "0.0.0.0:8444:8080"']
+    output = ["@@genai:present", "@@genai:hash", "", "@@genai:manifest", "",
+              "@@genai:compose", *compose_yaml, "", "@@genai:ps", ps, "@@genai:inspect",
+              "@@genai:end"]
+    fact = ComposeProject().process(output)
+    assert fact["compose_ports"] == {"comfyui": [], "proxy": ["0.0.0.0:8444:8080"]}
+    assert fact["services"][0]["published"] == [{"address": "0.0.0.0", "port": 8444,
+                                                 "target": 8080}]
+    found = checks.port_findings("ws1", "comfyui", [("proxy", "0.0.0.0", 8443)], fact, FIX)
+    assert [(f.expected, f.actual) for f in found] == [
+        ("0.0.0.0:8443", "0.0.0.0:8444 (compose.yaml and the running container)")]
