@@ -13,7 +13,11 @@ from genai_workstation.findings import CRITICAL, Finding, Report, mode4
 from genai_workstation.loader import load_inventory
 from genai_workstation.reports import junit, prometheus, table
 from genai_workstation.stacks import checks
-from genai_workstation.verify import evaluate_workstation, workspace_paths, writable_paths
+from genai_workstation.verify import evaluate_workstation, workspace_paths
+from tests import test_verify_checks
+
+# the recorded facts of a converged host: the `converged` fixture, with this module's host_data
+converged = test_verify_checks.converged
 
 FIX = "pyinfra inventory.py deploys/comfyui.py"
 STACK_DIR = "/srv/genai/stacks/comfyui"
@@ -33,7 +37,7 @@ def test_modes_are_four_octal_digits(raw, shown):
 def host_data(tmp_path):
     inventory = tmp_path / "inv.yaml"
     inventory.write_text(
-        "hosts:\n  ws1:\n    connection: {type: local}\n    platform: linux\n"
+        "hosts:\n  ws1:\n    connection: {type: local}\n    platform: wsl2\n"
         "    workspace: /srv/genai\n    gpu: {mode: none}\n"
         "    nvidia_toolkit: {enabled: false}\n"
         "    models:\n"
@@ -43,24 +47,6 @@ def host_data(tmp_path):
     env = {"GENAI_SECRETS": str(tmp_path / "none.env"),
            "CIVITAI_TOKEN": "".join(f"{n:x}" for n in range(16)) * 2}  # fake, built here
     return load_inventory(inventory, env).hosts["ws1"]
-
-
-@pytest.fixture
-def converged(host_data):
-    folder = {"exists": True, "kind": "directory", "fstype": "ext4", "uid": 1000, "gid": 1000,
-              "mode": "755", "mount": "/"}
-    return {
-        "platform": {"kernel": "6.1.0-28-amd64", "wsl": None, "distro_id": "debian"},
-        "docker_cli": {"path": "/usr/bin/docker", "desktop": False, "dangling": False,
-                       "compose_version": "2.29.7", "daemon_running": True},
-        "daemon_json": {"exists": True, "error": None, "config": {}},
-        "runtimes": {"runtimes": ["runc"], "default": "runc"},
-        "gpus": None, "forbidden": [],
-        "paths": {path: dict(folder) for path in workspace_paths(host_data)},
-        "probe": {path: {"writable": True, "error": None} for path in writable_paths(host_data)},
-        "health": {"epoch": 1763900000, "mem_total_mib": 32000, "dockerd_pids": [412]},
-        "controller_epoch": None,
-    }
 
 
 def _missing(facts, *paths):
