@@ -86,6 +86,13 @@ def gpu_checks(rendered: dict) -> list[tuple[str, str, str]]:
     return checks
 
 
+def write_checks(rendered: dict) -> list[tuple[str, str]]:
+    """(service, folder inside its container) the app must be able to write (health entries'
+    ``writable``)."""
+    return [(entry["service"], folder) for entry in rendered["health"]
+            for folder in entry.get("writable") or []]
+
+
 def _mode(value, default: str) -> str:
     if value is None:
         return default
@@ -246,44 +253,44 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
     image_hash = None
     if build and build.get("build_hash"):
         image_hash = host.get_fact(ImageLabel, image=build["tag"], label=lc.BUILD_HASH_LABEL)
+    history = host.get_fact(StackHistory, project_dir=project_dir) if project.get("exists") \
+        else []
     decision = lc.decide(config_hash, r["services"], project,
                          build_hash=(build or {}).get("build_hash"),
-                         image_build_hash=image_hash, files_changed=files_changed)
+                         image_build_hash=image_hash, files_changed=files_changed,
+                         history=history, history_keep=history_keep,
+                         timestamp=timestamp or datetime.now(timezone.utc).strftime(
+                             "%Y%m%dT%H%M%SZ"))
     checks = gpu_checks(r)
 
     if decision.noop and not cmds:
         problems = app_gpu_problems(stack, project_dir, checks)
         if problems:
-            # Nothing to change, but the app runs on the wrong card: fail the run, saying so.
+            # A verified config that now sees another card (a card moved, a driver changed):
+            # no older config would see the right one either, so fail the run, saying so.
             yield fail_command(problems)
             return
-        host.noop(f"stack {stack} is converged (config {config_hash[:12]}, "
+        host.noop(f"stack {stack} is converged and verified (config {config_hash[:12]}, "
                   f"{len(r['services'])} service(s) running)")
         return
 
-    snapshot = None
     if decision.snapshot:
-        history = host.get_fact(StackHistory, project_dir=project_dir)
-        kept = [s for s in history if s["origin"] == "deploy"
-                and lc.hash_matches(s["hash"], project["config_hash"])]
-        if kept:  # this config is kept already (e.g. restored by a rollback): reuse it
-            snapshot = kept[-1]["name"]
-        else:
-            stamp = timestamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            snapshot = lc.snapshot_name(stamp, project["config_hash"])
-            prune = lc.prune_list(history + [{"name": snapshot}], history_keep)
-            yield StringCommand(lc.snapshot_script(project_dir, snapshot, prune))
+        yield StringCommand(lc.snapshot_script(project_dir, decision.snapshot_name,
+                                               decision.prune))
 
     yield from cmds
 
     if decision.build:
         yield StringCommand(*lc.build_argv(build, project_dir))
 
-    if decision.up:
-        # A config change with nothing healthy before it still rolls back to the snapshot.
+    if decision.up or decision.verify:
+        # A config that does not become healthy, or fails a check, is replaced by the last
+        # config a run verified (decision.rollback_to), and the run fails saying which check.
         yield StringCommand(lc.up_script(
             name=stack, project_dir=project_dir, config_hash=config_hash,
-            timeout=health_timeout, snapshot=snapshot, gpu_checks=checks))
+            timeout=health_timeout, rollback_to=decision.rollback_to,
+            rollback_good=decision.rollback_good, gpu_checks=checks,
+            write_checks=write_checks(r), up=decision.up))
 
 
 @operation(is_idempotent=False)
@@ -292,17 +299,19 @@ def rollback(stack: str, project_dir: str, to: str | None = None, health_timeout
     """
     Restore a previous config of a stack from ``.history/`` and bring it up.
 
-    + to: a snapshot name (or a unique prefix / config hash prefix); default: the newest
-      snapshot whose config differs from the deployed one
+    + to: a snapshot name (or a unique prefix / config hash prefix); default: the newest good
+      (verified) snapshot whose config differs from the deployed one
     The config deployed now is kept first as ``<timestamp>-<hash>-rollback`` (so it can be
-    restored by name); automatic choice skips those.
+    restored by name); automatic choice skips those. The run lists every kept snapshot and
+    says which are good.
     """
     project = host.get_fact(ComposeProject, project_dir=project_dir)
     history = host.get_fact(StackHistory, project_dir=project_dir)
+    listing = lc.describe_history(history, project.get("config_hash"))
     try:
         target = lc.rollback_target(history, project.get("config_hash"), to)
     except ValueError as exc:
-        yield fail_command([f"stack {stack}: cannot roll back: {exc}"])
+        yield fail_command([f"stack {stack}: cannot roll back: {exc}", *listing])
         return
     services = [s["service"] for s in project.get("services") or []]
     if (lc.hash_matches(target["hash"], project.get("config_hash")) and services
@@ -315,4 +324,5 @@ def rollback(stack: str, project_dir: str, to: str | None = None, health_timeout
         keep = lc.snapshot_name(stamp, project.get("config_hash"), rollback=True)
         yield StringCommand(lc.snapshot_script(project_dir, keep, []))
     yield StringCommand(lc.rollback_script(name=stack, project_dir=project_dir,
-                                           snapshot=target["name"], timeout=health_timeout))
+                                           snapshot=target["name"], timeout=health_timeout,
+                                           listing=listing, good=bool(target.get("good"))))

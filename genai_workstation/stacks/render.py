@@ -308,6 +308,7 @@ class _App:
     command: list[str] = field(default_factory=list)
     ports: list[str] = field(default_factory=list)  # compose `ports:` entries
     published: list[tuple[str, int]] = field(default_factory=list)
+    writable: list[str] = field(default_factory=list)  # folders the app must write (checked)
 
 
 class _BuiltinStack:
@@ -456,7 +457,7 @@ class _BuiltinStack:
             health.append({
                 "service": app.service, "url": internal + app.health_path, "expect_status": 200,
                 "published_url": published + app.health_path, "auth": auth,
-                "gpu_url": internal + app.gpu_check_path,
+                "gpu_url": internal + app.gpu_check_path, "writable": list(app.writable),
             })
         for site in sites:
             # The proxy must refuse a request without credentials.
@@ -545,7 +546,7 @@ class _ComfyUI(_BuiltinStack):
     def render(self) -> RenderedStack:
         spec = self.spec
         app = _App("comfyui", "comfyui", "stacks.comfyui", spec, COMFYUI_PORT,
-                   "/system_stats", "/system_stats")
+                   "/system_stats", "/system_stats", writable=["/data/output"])
         self.resolve_gpu(app)
         extra = self.check_extra_args(app, FORBIDDEN_FLAGS["comfyui"] + _FORBIDDEN_COMFYUI_EXTRA)
         app.command = ["--listen", "0.0.0.0", "--port", str(COMFYUI_PORT),
@@ -601,7 +602,8 @@ class _Forge(_BuiltinStack):
         for index, instance in enumerate(instances):
             app = _App(f"forge/{instance['name']}", f"forge-{instance['name']}",
                        f"stacks.forge.instances.{index}", instance, FORGE_PORT,
-                       "/internal/ping", "/sdapi/v1/memory")
+                       "/internal/ping", "/sdapi/v1/memory",
+                       writable=["/data/forge/outputs"])
             self.resolve_gpu(app)
             extra = self.check_extra_args(app, FORBIDDEN_FLAGS["forge"])
             app.command = ["--skip-prepare-environment", "--skip-install",
