@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from io import BytesIO, StringIO
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.api import StringCommand, operation
 from pyinfra.operations import files
 
 from facts.compose import (
@@ -32,6 +32,7 @@ from facts.compose import (
     SecretFiles,
     StackHistory,
 )
+from genai_workstation.operations import atomic
 from genai_workstation.stacks import lifecycle as lc
 
 
@@ -123,12 +124,9 @@ def _put_secret(content, dest: str, remote: dict | None, salt: str, uid: int, gi
     data = content if isinstance(content, bytes) else content.encode()
     digest = hashlib.sha256(salt.encode() + data).hexdigest()
     if remote is None or remote.get("digest") != digest:
-        yield FileUploadCommand(
-            _io(content), dest,
-            remote_temp_filename=host.get_temp_filename(dest, temp_directory=temp_dir),
-        )
-        yield StringCommand("chown", f"{uid}:{gid}", dest)
-        yield StringCommand("chmod", "600", dest)
+        # 0600 from creation on, owner and mode set before the rename (atomic.upload)
+        yield from atomic.upload(_io(content), dest, mode="600", user=uid, group=gid,
+                                 temp_dir=temp_dir)
         return
     if (remote.get("uid"), remote.get("gid")) != (uid, gid):
         yield StringCommand("chown", f"{uid}:{gid}", dest)
@@ -197,8 +195,7 @@ def write_files(rendered: dict, project_dir: str, user: str, group: str, uid: in
                                  temp_dir))
     for dest, (content, mode) in plain.items():
         if not _in_place(remote.get(dest), "file", uid, gid, mode, _sha256(content)):
-            cmds += list(files.put._inner(src=_io(content), dest=dest, user=user, group=group,
-                                          mode=mode))
+            cmds += list(atomic.put(_io(content), dest, user=user, group=group, mode=mode))
 
     stale = sorted(set(previous_manifest) - set(wanted))
     for relpath in stale:
