@@ -278,7 +278,10 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
     yield from cmds
 
     if decision.build:
-        yield StringCommand(*lc.build_argv(build, project_dir))
+        # a failed build (a full disk...) leaves the running containers as they are and puts
+        # the stack folder back to the deployed config
+        yield StringCommand(lc.build_script(name=stack, project_dir=project_dir, build=build,
+                                            restore_to=decision.snapshot_name))
 
     if decision.up or decision.verify:
         # A config that does not become healthy, or fails a check, is replaced by the last

@@ -217,3 +217,35 @@ def up_script(*, name: str, project_dir: str, config_hash: str, timeout: int,
         "fi; "
         f"{_restore(n, short, timeout, rollback_to, rollback_good, up)}"
     )
+
+
+def build_script(*, name: str, project_dir: str, build: dict, restore_to: str | None) -> str:
+    """sh: build the stack's image; on failure print the build's last lines and what went
+    wrong (a full disk named as such), remove the containers the failed build left, put the
+    stack folder back to the deployed config ``restore_to`` (the running containers are not
+    touched: they keep serving) and exit 1."""
+    n, tag = _sh_text(name), _sh_text(build["tag"])
+    log = ".genai/tmp/build.log"
+    space = ("root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null); "
+             "free=$(df -h \"${root:-/}\" 2>/dev/null | awk 'NR==2 {print $4 \" free of \" $2}'); "
+             f"echo \"genai: building image {tag} for stack {n} FAILED: no space left on device "
+             "(Docker's data root ${root:-unknown}: ${free:-size unknown}). Free space (docker "
+             "builder prune, docker image prune) or move Docker's data-root to a larger disk, "
+             "then run again.\" >&2")
+    back = (f"if [ -d {q(f'{HISTORY_DIR}/{restore_to}')} ]; then {restore_commands(restore_to)} "
+            f"&& echo \"genai: stack {n}: its folder holds the deployed config {restore_to} "
+            "again\" >&2; fi; " if restore_to else "")
+    return (
+        f"cd {q(project_dir)} || exit 1; mkdir -p .genai/tmp; "
+        f"if {' '.join(q(a) for a in build_argv(build, project_dir))} > {log} 2>&1; "
+        f"then tail -n 2 {log}; rm -f {log}; exit 0; fi; "
+        f"tail -n 40 {log} >&2; "
+        # the classic builder keeps a failed step's container (and what it wrote: on a full
+        # disk, the space); remove the ones this build started ("---> Running in <id>")
+        f"for c in $(sed -n 's/^ *---> Running in \\([0-9a-f]*\\).*$/\\1/p' {log}); do "
+        "docker rm -f \"$c\" >/dev/null 2>&1; done; "
+        f"if grep -qi 'no space left on device' {log}; then {space}; "
+        f"else echo \"genai: building image {tag} for stack {n} FAILED (its last lines are "
+        "above)\" >&2; fi; "
+        f"{back}echo \"genai: stack {n}: the running containers were not touched\" >&2; exit 1"
+    )
