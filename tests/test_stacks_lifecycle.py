@@ -381,3 +381,32 @@ def test_gpu_failure_rolls_back_in_the_script(tmp_path):
     assert f"restored the last good config {good.name}" in run.stderr
     assert (stack / "compose.yaml").read_text() == "good\n"
     assert not (stack / lc.VERIFIED_FILE).exists()
+
+
+def test_build_script_names_a_full_disk_and_restores_the_folder(tmp_path):
+    """The build step, run by sh against a `docker` whose build fails as on a full disk."""
+    stack = tmp_path / "stack"
+    kept = stack / ".history" / "20261120T000000Z-aaaaaaaaaaaa"
+    kept.mkdir(parents=True)
+    (kept / "compose.yaml").write_text("deployed\n")
+    (stack / "compose.yaml").write_text("new\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "docker").write_text(
+        f"#!/bin/sh\necho \"$*\" >> {calls}\ncase \"$1\" in\n"
+        "build) echo 'Step 2/2 : RUN dd if=/dev/zero of=/f'; echo ' ---> Running in 0a1b2c3d4e5f';"
+        " echo 'dd: error writing /f: No space left on device'; exit 1;;\n"
+        "info) echo /var/lib/docker;;\nesac\nexit 0\n")
+    (bin_dir / "docker").chmod(0o755)
+    script = lc.build_script(name="demo", project_dir=str(stack), restore_to=kept.name,
+                             build={"tag": "t:1", "labels": {"genai.build-hash": H1},
+                                    "context": "build"})
+    run = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert run.returncode == 1
+    assert "genai: building image t:1 for stack demo FAILED: no space left on device " \
+           "(Docker's data root /var/lib/docker" in run.stderr
+    assert "rm -f 0a1b2c3d4e5f" in calls.read_text()  # the failed step's container
+    assert (stack / "compose.yaml").read_text() == "deployed\n"
+    assert "the running containers were not touched" in run.stderr

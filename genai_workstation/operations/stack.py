@@ -1,9 +1,10 @@
 """Stack operations: converge a rendered Compose stack, and roll it back on purpose.
 
-``stack.converge`` writes the rendered files, keeps the previous config under ``.history/``,
-builds the image only when its build hash label differs, and runs ``docker compose up`` only
-when the config changed or a service is not running - then waits for health, checks the GPU
-the app sees, and rolls back to the previous config when the new one does not become healthy.
+``stack.converge`` writes the rendered files (atomically), keeps the previous config under
+``.history/``, builds the image only when its build hash label differs, and runs ``docker
+compose up`` only when the config changed or a service is not running - then waits for
+health, checks the GPU the app sees and the folders it must write, marks the config good, or
+rolls back to the last good config when the new one is not healthy or fails a check.
 Every shell step is guarded by a fact: a converged stack yields nothing (``host.noop``).
 
 Secrets: files marked ``secret`` are uploaded without pyinfra's ``--diff`` (which prints the
