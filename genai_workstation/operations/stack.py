@@ -251,14 +251,14 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
     image_hash = None
     if build and build.get("build_hash"):
         image_hash = host.get_fact(ImageLabel, image=build["tag"], label=lc.BUILD_HASH_LABEL)
-    history = host.get_fact(StackHistory, project_dir=project_dir) if project.get("exists") \
-        else []
-    decision = lc.decide(config_hash, r["services"], project,
-                         build_hash=(build or {}).get("build_hash"),
-                         image_build_hash=image_hash, files_changed=files_changed,
-                         history=history, history_keep=history_keep,
-                         timestamp=timestamp or datetime.now(timezone.utc).strftime(
-                             "%Y%m%dT%H%M%SZ"))
+    facts = {"build_hash": (build or {}).get("build_hash"), "image_build_hash": image_hash,
+             "files_changed": files_changed, "history_keep": history_keep,
+             "timestamp": timestamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")}
+    decision = lc.decide(config_hash, r["services"], project, **facts)
+    if (decision.up or decision.verify) and project.get("exists"):
+        # the way back needs the kept snapshots: read them only then (a converged run does not)
+        history = host.get_fact(StackHistory, project_dir=project_dir)
+        decision = lc.decide(config_hash, r["services"], project, history=history, **facts)
     checks = gpu_checks(r)
 
     if decision.noop and not cmds:
