@@ -4,8 +4,9 @@
     pyinfra inventory.py deploys/rollback.py --data rollback_stack=forge \\
         --data rollback_to=20261123T094200Z-ab12cd34ef56
 
-Without `rollback_to`: the newest snapshot taken by a deploy whose config differs from the one
-deployed now (run it again to step further back). With it: that snapshot (a name, a unique
+Without `rollback_to`: the newest good snapshot (verified by a run) whose config differs from
+the one deployed now, else the newest snapshot taken by a deploy. The run lists every kept
+snapshot and says which are good. With it: that snapshot (a name, a unique
 prefix, or a config hash prefix). The config deployed now is kept first, as
 `<timestamp>-<hash>-rollback`, unless it is kept already. Without `rollback_stack`, the one
 enabled stack of the host is used. The next `deploys/comfyui.py` run deploys the inventory's

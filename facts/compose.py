@@ -17,6 +17,8 @@ from genai_workstation.stacks.lifecycle import (
     DEPLOYED_HASH_FILE,
     HISTORY_DIR,
     MANIFEST_FILE,
+    VERIFIED_FILE,
+    hash_matches,
     parse_snapshot_name,
 )
 
@@ -111,6 +113,7 @@ class ComposeProject(FactBase):
         {
             "exists": True,            # project_dir/compose.yaml is there
             "config_hash": "ab12...",  # recorded at the last healthy `up` (.genai/config.sha256)
+            "verified_hash": "ab12...",  # the config a run last verified (.genai/verified)
             "running_hashes": ["ab12..."],  # genai.config-hash labels of the containers
             "manifest": ["compose.yaml", ".env", "secrets/comfyui_auth"],  # files we rendered
             "error": None,             # or what `docker compose ps` complained about
@@ -139,6 +142,7 @@ class ComposeProject(FactBase):
             f"if [ ! -f {d}/compose.yaml ]; then echo '{m}absent'; exit 0; fi; "
             f"cd {d} || exit 0; echo '{m}present'; "
             f"echo '{m}hash'; cat {DEPLOYED_HASH_FILE} 2>/dev/null; echo; "
+            f"echo '{m}verified'; cat {VERIFIED_FILE} 2>/dev/null; echo; "
             f"echo '{m}manifest'; cat {MANIFEST_FILE} 2>/dev/null; echo; "
             f"echo '{m}compose'; cat compose.yaml 2>/dev/null; echo; "
             f"echo '{m}ps'; if ps=$(docker compose ps --all --format json 2>/dev/null); "
@@ -156,6 +160,7 @@ class ComposeProject(FactBase):
         return {
             "exists": False,
             "config_hash": None,
+            "verified_hash": None,
             "running_hashes": [],
             "manifest": [],
             "error": None,
@@ -180,6 +185,8 @@ class ComposeProject(FactBase):
                 sections[section].append(line)
         hashes = [line.strip() for line in sections.get("hash", []) if line.strip()]
         result["config_hash"] = hashes[0] if hashes else None
+        verified = [line.strip() for line in sections.get("verified", []) if line.strip()]
+        result["verified_hash"] = verified[0] if verified else None
         result["manifest"] = [line.strip() for line in sections.get("manifest", []) if line.strip()]
         result["compose_ports"] = compose_ports(sections.get("compose", []))
 
@@ -289,27 +296,43 @@ class ImageLabel(FactBase):
 
 class StackHistory(FactBase):
     """
-    Returns the config snapshots kept under ``project_dir/.history``, oldest first.
+    Returns the config snapshots kept under ``project_dir/.history``, oldest first. A snapshot
+    is ``good`` when a run verified its config: its ``.genai/verified`` holds its own hash.
 
     .. code:: python
 
         [
             {"name": "20261123T094200Z-ab12cd34ef56", "timestamp": "20261123T094200Z",
-             "hash": "ab12cd34ef56", "origin": "deploy"},  # or "rollback"
+             "hash": "ab12cd34ef56", "origin": "deploy",  # or "rollback"
+             "good": True},
         ]
     """
 
     def command(self, project_dir: str) -> str:
         d = _q(f"{project_dir.rstrip('/')}/{HISTORY_DIR}")
-        return f"if [ -d {d} ]; then ls -1 {d}; fi"
+        return (
+            f"if [ -d {d} ]; then cd {d} && for n in *; do [ -d \"$n\" ] || continue; "
+            f"printf '%s\\t%s\\t%s\\n' \"$n\" \"$(head -n 1 \"$n/{DEPLOYED_HASH_FILE}\" "
+            f"2>/dev/null)\" \"$(head -n 1 \"$n/{VERIFIED_FILE}\" 2>/dev/null)\"; done; fi"
+        )
 
     @staticmethod
     def default():
         return []
 
     def process(self, output: list[str]):
-        snapshots = [parse_snapshot_name(line.strip()) for line in output]
-        return sorted((s for s in snapshots if s), key=lambda s: s["name"])
+        snapshots = []
+        for line in output:
+            name, _, rest = line.strip().partition("\t")
+            snap = parse_snapshot_name(name)
+            if not snap:
+                continue
+            recorded, _, verified = rest.partition("\t")
+            recorded, verified = recorded.strip(), verified.strip()
+            snap["good"] = bool(verified and verified == recorded
+                                and hash_matches(snap["hash"], recorded))
+            snapshots.append(snap)
+        return sorted(snapshots, key=lambda s: s["name"])
 
 
 class AppDevice(FactBase):

@@ -26,9 +26,11 @@ from genai_workstation.stacks import lifecycle as lc
 H1 = "a" * 64
 H2 = "b" * 64
 
-def project(config_hash=H1, services=(("app", "running", "healthy"),), running=None):
+def project(config_hash=H1, services=(("app", "running", "healthy"),), running=None,
+            verified=True):
     return {
         "exists": True, "config_hash": config_hash, "manifest": [], "error": None,
+        "verified_hash": config_hash if verified else None,
         "running_hashes": [config_hash] if running is None else running,
         "services": [{"service": s, "state": st, "health": h, "container": f"p-{s}-1",
                       "labels": {}} for s, st, h in services],
@@ -151,12 +153,17 @@ def test_snapshot_and_restore_scripts_in_a_real_folder(tmp_path):
 
 def test_scripts_are_valid_sh_and_carry_no_secret():
     script = lc.up_script(name="comfyui", project_dir="/srv/genai/stacks/comfyui",
-                          config_hash=H1, timeout=300, snapshot="20260101T000000Z-aaaaaaaaaaaa",
+                          config_hash=H1, timeout=300,
+                          rollback_to="20260101T000000Z-aaaaaaaaaaaa", rollback_good=True,
                           gpu_checks=[("comfyui", "comfyui:http://127.0.0.1:8188/system_stats",
-                                       "NVIDIA GeForce RTX 3090")])
+                                       "NVIDIA GeForce RTX 3090")],
+                          write_checks=[("comfyui", "/data/output")])
     for text in (script, lc.up_script(name="x", project_dir="/p", config_hash=H1, timeout=5,
-                                      snapshot=None, gpu_checks=[]),
-                 lc.rollback_script(name="x", project_dir="/p", snapshot="s", timeout=5)):
+                                      rollback_to=None, gpu_checks=[]),
+                 lc.up_script(name="x", project_dir="/p", config_hash=H1, timeout=5,
+                              rollback_to="s", gpu_checks=[], up=False),
+                 lc.rollback_script(name="x", project_dir="/p", snapshot="s", timeout=5,
+                                    listing=["kept: s: good (verified)"], good=True)):
         subprocess.run(["sh", "-n", "-c", text], check=True)
         assert "`" not in text  # no command substitution hidden in a message
     assert "--wait --wait-timeout 300" in script
@@ -250,3 +257,156 @@ def test_image_label_history_device_secret_files():
                      "/b": None}
     command = SecretFiles().command(["/a"], "salt")
     assert "sha256sum" in command and "cat" in command
+
+
+# --- last known good ------------------------------------------------------------------------
+
+H3 = "c" * 64
+NOW = "20261123T100000Z"
+
+
+def snap(name, good):
+    return {**lc.parse_snapshot_name(name), "good": good}
+
+
+def test_running_config_never_verified_is_checked_not_noop():
+    decision = lc.decide(H1, ["app"], project(verified=False))
+    assert decision.verify and not decision.up and not decision.noop
+    assert decision.reasons == ["config aaaaaaaaaaaa runs but was never verified"]
+    assert lc.decide(H1, ["app"], project()).noop  # verified by an earlier run
+
+
+def test_verified_previous_config_is_the_rollback_target():
+    decision = lc.decide(H2, ["app"], project(), timestamp=NOW)
+    assert decision.snapshot and decision.snapshot_name == f"{NOW}-aaaaaaaaaaaa"
+    assert (decision.rollback_to, decision.rollback_good) == (f"{NOW}-aaaaaaaaaaaa", True)
+
+
+def test_unverified_previous_is_skipped_for_the_last_good():
+    """A good (verified), then B deployed but never verified: a broken C goes back to A."""
+    history = [snap("20261120T000000Z-cccccccccccc", True)]
+    decision = lc.decide("d" * 64, ["app"], project(config_hash=H2, verified=False),
+                         history=history, timestamp=NOW)
+    assert decision.snapshot_name == f"{NOW}-bbbbbbbbbbbb"  # B is still kept
+    assert (decision.rollback_to, decision.rollback_good) == ("20261120T000000Z-cccccccccccc",
+                                                              True)
+
+
+def test_nothing_verified_falls_back_to_the_previous_config_and_says_so():
+    history = [snap("20261120T000000Z-cccccccccccc", False)]
+    decision = lc.decide(H3, ["app"], project(config_hash=H2, verified=False),
+                         history=history, timestamp=NOW)
+    assert (decision.rollback_to, decision.rollback_good) == (f"{NOW}-bbbbbbbbbbbb", False)
+    assert "never verified" in lc.up_script(
+        name="x", project_dir="/p", config_hash=H3, timeout=5, gpu_checks=[],
+        rollback_to=decision.rollback_to, rollback_good=decision.rollback_good)
+
+
+def test_the_failing_config_itself_is_never_the_target():
+    """A verified once, B verified; A again now fails: back to B, not to A's old copy."""
+    history = [snap("20261120T000000Z-aaaaaaaaaaaa", True)]
+    decision = lc.decide(H1, ["app"], project(config_hash=H2), history=history, timestamp=NOW)
+    assert decision.rollback_to == f"{NOW}-bbbbbbbbbbbb"
+    only_a = lc.decide(H1, ["app"], project(config_hash=H2, verified=False), history=history,
+                       timestamp=NOW)
+    assert (only_a.rollback_to, only_a.rollback_good) == (f"{NOW}-bbbbbbbbbbbb", False)
+
+
+def test_a_kept_snapshot_is_reused_and_good_when_its_config_was_verified():
+    history = [snap("20261120T000000Z-aaaaaaaaaaaa", False)]  # kept before it was verified
+    decision = lc.decide(H2, ["app"], project(), history=history, timestamp=NOW)
+    assert not decision.snapshot and decision.snapshot_name == "20261120T000000Z-aaaaaaaaaaaa"
+    assert (decision.rollback_to, decision.rollback_good) == (decision.snapshot_name, True)
+
+
+def test_pruning_never_drops_the_last_good_config():
+    history = [snap("20261120T000000Z-cccccccccccc", True),
+               snap("20261121T000000Z-dddddddddddd", False),
+               snap("20261122T000000Z-eeeeeeeeeeee", False)]
+    decision = lc.decide("f" * 64, ["app"], project(config_hash=H2, verified=False),
+                         history=history, timestamp=NOW, history_keep=2)
+    assert decision.rollback_to == "20261120T000000Z-cccccccccccc"
+    assert decision.prune == ["20261121T000000Z-dddddddddddd", "20261122T000000Z-eeeeeeeeeeee"]
+    assert lc.prune_list(history, 2) == ["20261120T000000Z-cccccccccccc"]
+
+
+def test_manual_rollback_prefers_good_and_lists_every_snapshot():
+    history = [snap("20261120T000000Z-aaaaaaaaaaaa", True),
+               snap("20261121T000000Z-cccccccccccc", False)]
+    assert lc.rollback_target(history, H2)["name"] == "20261120T000000Z-aaaaaaaaaaaa"
+    assert lc.rollback_target(history, H2, "20261121")["good"] is False  # named: as asked
+    assert lc.describe_history(history, H1) == [
+        "kept: 20261121T000000Z-cccccccccccc: not verified",
+        "kept: 20261120T000000Z-aaaaaaaaaaaa: good (verified), the config deployed now"]
+
+
+def test_history_and_project_facts_read_the_verified_mark():
+    lines = [f"20261120T000000Z-aaaaaaaaaaaa\t{H1}\t{H1}",
+             f"20261121T000000Z-bbbbbbbbbbbb\t{H2}\t{H1}",  # carries an older config's mark
+             "20261122T000000Z-cccccccccccc\t\t", "20261123T000000Z-dddddddddddd.tmp\t\t"]
+    fact = StackHistory().process(lines)
+    assert [(s["hash"], s["good"]) for s in fact] == [("aaaaaaaaaaaa", True),
+                                                       ("bbbbbbbbbbbb", False),
+                                                       ("cccccccccccc", False)]
+    output = ["@@genai:present", "@@genai:hash", H1, "", "@@genai:verified", H1, "",
+              "@@genai:ps", "@@genai:inspect", "@@genai:end"]
+    assert ComposeProject().process(output)["verified_hash"] == H1
+    assert ComposeProject().process(output[:4] + output[7:])["verified_hash"] is None
+
+
+def test_gpu_failure_rolls_back_in_the_script(tmp_path):
+    """The up script, run by sh against a `docker` that answers like the engine would: the app
+    is healthy but reports another card -> the last good config is restored, exit 1."""
+    stack = tmp_path / "stack"
+    good = stack / ".history" / "20261120T000000Z-aaaaaaaaaaaa"
+    (good / ".genai").mkdir(parents=True)
+    (good / "compose.yaml").write_text("good\n")
+    (stack / ".genai").mkdir(parents=True)
+    (stack / "compose.yaml").write_text("new\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(
+        "#!/bin/sh\ncase \"$*\" in *exec*) echo '@@genai:device cuda:0 NVIDIA GeForce RTX 3080';;"
+        " esac\nexit 0\n")
+    (bin_dir / "docker").chmod(0o755)
+    script = lc.up_script(name="demo", project_dir=str(stack), config_hash=H2, timeout=5,
+                          rollback_to=good.name, rollback_good=True,
+                          gpu_checks=[("app", "comfyui:http://127.0.0.1:8188/system_stats",
+                                       "RTX 3090")])
+    run = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert run.returncode == 1, run
+    assert "failed the GPU check of app (the app sees 'cuda:0 NVIDIA GeForce RTX 3080'" \
+        in run.stderr
+    assert f"restored the last good config {good.name}" in run.stderr
+    assert (stack / "compose.yaml").read_text() == "good\n"
+    assert not (stack / lc.VERIFIED_FILE).exists()
+
+
+def test_build_script_names_a_full_disk_and_restores_the_folder(tmp_path):
+    """The build step, run by sh against a `docker` whose build fails as on a full disk."""
+    stack = tmp_path / "stack"
+    kept = stack / ".history" / "20261120T000000Z-aaaaaaaaaaaa"
+    kept.mkdir(parents=True)
+    (kept / "compose.yaml").write_text("deployed\n")
+    (stack / "compose.yaml").write_text("new\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "docker").write_text(
+        f"#!/bin/sh\necho \"$*\" >> {calls}\ncase \"$1\" in\n"
+        "build) echo 'Step 2/2 : RUN dd if=/dev/zero of=/f'; echo ' ---> Running in 0a1b2c3d4e5f';"
+        " echo 'dd: error writing /f: No space left on device'; exit 1;;\n"
+        "info) echo /var/lib/docker;;\nesac\nexit 0\n")
+    (bin_dir / "docker").chmod(0o755)
+    script = lc.build_script(name="demo", project_dir=str(stack), restore_to=kept.name,
+                             build={"tag": "t:1", "labels": {"genai.build-hash": H1},
+                                    "context": "build"})
+    run = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert run.returncode == 1
+    assert "genai: building image t:1 for stack demo FAILED: no space left on device " \
+           "(Docker's data root /var/lib/docker" in run.stderr
+    assert "rm -f 0a1b2c3d4e5f" in calls.read_text()  # the failed step's container
+    assert (stack / "compose.yaml").read_text() == "deployed\n"
+    assert "the running containers were not touched" in run.stderr

@@ -51,9 +51,12 @@ def test_docker_desktop_branch_installs_nothing_and_merges_wsl_conf(tmp_path, ca
         ("Workstation | /etc/wsl.conf [boot] systemd=true", [
             'if [ -e /etc/wsl.conf ]; then cp -p /etc/wsl.conf '
             '/etc/wsl.conf.bak-"$(date +%Y%m%d-%H%M%S)" ; fi',
-            ["upload", MERGED_WSL_CONF, "/etc/wsl.conf"],
-            "chown root:root /etc/wsl.conf",
-            "chmod 644 /etc/wsl.conf",
+            # atomic: temp file in /etc, owner and mode set, then renamed
+            "rm -f /etc/.wsl.conf.genai-tmp && ( umask 077 && : > /etc/.wsl.conf.genai-tmp )",
+            ["upload", MERGED_WSL_CONF, "/etc/.wsl.conf.genai-tmp"],
+            "chown root:root /etc/.wsl.conf.genai-tmp",
+            "chmod 644 /etc/.wsl.conf.genai-tmp",
+            "mv -f /etc/.wsl.conf.genai-tmp /etc/wsl.conf",
         ]),
         ("Workstation | User genai (1000:1000) in group docker", NEW_USER),
         ("Workstation | wsl.exe --shutdown needed", [["call", "_wsl_shutdown_notice"]]),

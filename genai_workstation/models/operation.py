@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
-from pyinfra.operations import files
 
 from facts.models import ModelFiles
+from genai_workstation.operations import atomic
 
 from . import downloader, manifest
 
@@ -79,9 +79,9 @@ def synced(
     manifest_path = f"{state_dir.rstrip('/')}/manifest.json"
     yield StringCommand("mkdir", "-p", "-m", "700", QuoteString(state_dir), "&&",
                         "chmod", "700", QuoteString(state_dir))
-    yield from files.put._inner(src=str(DOWNLOADER), dest=script, mode="600")
-    yield from files.put._inner(src=StringIO(json.dumps(document, indent=1, sort_keys=True)),
-                                dest=manifest_path, mode="600")
+    yield from atomic.put(str(DOWNLOADER), script, mode="600")
+    yield from atomic.put(StringIO(json.dumps(document, indent=1, sort_keys=True)),
+                          manifest_path, mode="600")
     lines = []
     for name in downloader.TOKEN_NAMES:
         value = _unmask((secrets or {}).get(name))

@@ -8,13 +8,13 @@ from pyinfra import host, logger
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.api.util import get_file_sha1
 from pyinfra.facts.files import Sha1File
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt
 
 from facts.docker import DAEMON_JSON, DaemonJson, nvidia_runtime_ok
 from facts.filesystem import FileStat
 from facts.platform import DockerCli, Platform, ServiceState
 
-from . import packages
+from . import atomic, packages
 from .once import cached_fact, noop, passed_at_prepare, read_once
 
 COMPOSE_PLUGIN = "/usr/libexec/docker/cli-plugins/docker-compose"
@@ -118,8 +118,8 @@ def compose_plugin(src: str, dest: str = COMPOSE_PLUGIN):
     if same and remote.get("mtime") != mtime:
         same = host.get_fact(Sha1File, path=dest) == get_file_sha1(src)
     if not same:
-        yield from files.put._inner(src=src, dest=dest, mode="755", user="root", group="root")
-        yield StringCommand("touch", "-m", "-d", f"@{mtime}", QuoteString(dest))
+        # atomic: a run cut during the ~76 MB upload never leaves a truncated plugin
+        yield from atomic.put(src, dest, mode="755", user="root", group="root", mtime=mtime)
         return
     if remote.get("mtime") != mtime:
         yield StringCommand("touch", "-m", "-d", f"@{mtime}", QuoteString(dest))

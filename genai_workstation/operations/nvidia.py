@@ -8,13 +8,13 @@ from pyinfra import host, logger
 from pyinfra.api import OperationError, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt
 
 from facts.gpu import NvidiaGpus
 from facts.platform import Platform
 from genai_workstation.gpus import GpuResolutionError, resolve_gpu
 
-from . import packages
+from . import atomic, packages
 from .once import cached_fact, noop, passed_at_prepare, read_once
 
 KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
@@ -72,9 +72,9 @@ def toolkit(
 
     yield from packages.install._inner(packages=["ca-certificates", "curl", "gpg"])
     yield from apt.key._inner(src=gpgkey_url, dest=KEYRING)
-    yield from files.put._inner(
-        src=StringIO(list_line(repo_url, platform.get("arch") or "amd64")),
-        dest=LIST_FILE, mode="644", user="root", group="root",
+    yield from atomic.put(
+        StringIO(list_line(repo_url, platform.get("arch") or "amd64")),
+        LIST_FILE, mode="644", user="root", group="root",
     )
     missing = packages.missing_packages(wanted, cached_fact(DebPackages))
     if not missing:

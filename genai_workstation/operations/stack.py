@@ -1,9 +1,10 @@
 """Stack operations: converge a rendered Compose stack, and roll it back on purpose.
 
-``stack.converge`` writes the rendered files, keeps the previous config under ``.history/``,
-builds the image only when its build hash label differs, and runs ``docker compose up`` only
-when the config changed or a service is not running - then waits for health, checks the GPU
-the app sees, and rolls back to the previous config when the new one does not become healthy.
+``stack.converge`` writes the rendered files (atomically), keeps the previous config under
+``.history/``, builds the image only when its build hash label differs, and runs ``docker
+compose up`` only when the config changed or a service is not running - then waits for
+health, checks the GPU the app sees and the folders it must write, marks the config good, or
+rolls back to the last good config when the new one is not healthy or fails a check.
 Every shell step is guarded by a fact: a converged stack yields nothing (``host.noop``).
 
 Secrets: files marked ``secret`` are uploaded without pyinfra's ``--diff`` (which prints the
@@ -21,7 +22,7 @@ from datetime import datetime, timezone
 from io import BytesIO, StringIO
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.api import StringCommand, operation
 from pyinfra.operations import files
 
 from facts.compose import (
@@ -32,6 +33,7 @@ from facts.compose import (
     SecretFiles,
     StackHistory,
 )
+from genai_workstation.operations import atomic
 from genai_workstation.stacks import lifecycle as lc
 
 
@@ -86,6 +88,13 @@ def gpu_checks(rendered: dict) -> list[tuple[str, str, str]]:
     return checks
 
 
+def write_checks(rendered: dict) -> list[tuple[str, str]]:
+    """(service, folder inside its container) the app must be able to write (health entries'
+    ``writable``)."""
+    return [(entry["service"], folder) for entry in rendered["health"]
+            for folder in entry.get("writable") or []]
+
+
 def _mode(value, default: str) -> str:
     if value is None:
         return default
@@ -116,12 +125,9 @@ def _put_secret(content, dest: str, remote: dict | None, salt: str, uid: int, gi
     data = content if isinstance(content, bytes) else content.encode()
     digest = hashlib.sha256(salt.encode() + data).hexdigest()
     if remote is None or remote.get("digest") != digest:
-        yield FileUploadCommand(
-            _io(content), dest,
-            remote_temp_filename=host.get_temp_filename(dest, temp_directory=temp_dir),
-        )
-        yield StringCommand("chown", f"{uid}:{gid}", dest)
-        yield StringCommand("chmod", "600", dest)
+        # 0600 from creation on, owner and mode set before the rename (atomic.upload)
+        yield from atomic.upload(_io(content), dest, mode="600", user=uid, group=gid,
+                                 temp_dir=temp_dir)
         return
     if (remote.get("uid"), remote.get("gid")) != (uid, gid):
         yield StringCommand("chown", f"{uid}:{gid}", dest)
@@ -190,8 +196,7 @@ def write_files(rendered: dict, project_dir: str, user: str, group: str, uid: in
                                  temp_dir))
     for dest, (content, mode) in plain.items():
         if not _in_place(remote.get(dest), "file", uid, gid, mode, _sha256(content)):
-            cmds += list(files.put._inner(src=_io(content), dest=dest, user=user, group=group,
-                                          mode=mode))
+            cmds += list(atomic.put(_io(content), dest, user=user, group=group, mode=mode))
 
     stale = sorted(set(previous_manifest) - set(wanted))
     for relpath in stale:
@@ -246,44 +251,47 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
     image_hash = None
     if build and build.get("build_hash"):
         image_hash = host.get_fact(ImageLabel, image=build["tag"], label=lc.BUILD_HASH_LABEL)
-    decision = lc.decide(config_hash, r["services"], project,
-                         build_hash=(build or {}).get("build_hash"),
-                         image_build_hash=image_hash, files_changed=files_changed)
+    facts = {"build_hash": (build or {}).get("build_hash"), "image_build_hash": image_hash,
+             "files_changed": files_changed, "history_keep": history_keep,
+             "timestamp": timestamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")}
+    decision = lc.decide(config_hash, r["services"], project, **facts)
+    if (decision.up or decision.verify) and project.get("exists"):
+        # the way back needs the kept snapshots: read them only then (a converged run does not)
+        history = host.get_fact(StackHistory, project_dir=project_dir)
+        decision = lc.decide(config_hash, r["services"], project, history=history, **facts)
     checks = gpu_checks(r)
 
     if decision.noop and not cmds:
         problems = app_gpu_problems(stack, project_dir, checks)
         if problems:
-            # Nothing to change, but the app runs on the wrong card: fail the run, saying so.
+            # A verified config that now sees another card (a card moved, a driver changed):
+            # no older config would see the right one either, so fail the run, saying so.
             yield fail_command(problems)
             return
-        host.noop(f"stack {stack} is converged (config {config_hash[:12]}, "
+        host.noop(f"stack {stack} is converged and verified (config {config_hash[:12]}, "
                   f"{len(r['services'])} service(s) running)")
         return
 
-    snapshot = None
     if decision.snapshot:
-        history = host.get_fact(StackHistory, project_dir=project_dir)
-        kept = [s for s in history if s["origin"] == "deploy"
-                and lc.hash_matches(s["hash"], project["config_hash"])]
-        if kept:  # this config is kept already (e.g. restored by a rollback): reuse it
-            snapshot = kept[-1]["name"]
-        else:
-            stamp = timestamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            snapshot = lc.snapshot_name(stamp, project["config_hash"])
-            prune = lc.prune_list(history + [{"name": snapshot}], history_keep)
-            yield StringCommand(lc.snapshot_script(project_dir, snapshot, prune))
+        yield StringCommand(lc.snapshot_script(project_dir, decision.snapshot_name,
+                                               decision.prune))
 
     yield from cmds
 
     if decision.build:
-        yield StringCommand(*lc.build_argv(build, project_dir))
+        # a failed build (a full disk...) leaves the running containers as they are and puts
+        # the stack folder back to the deployed config
+        yield StringCommand(lc.build_script(name=stack, project_dir=project_dir, build=build,
+                                            restore_to=decision.snapshot_name))
 
-    if decision.up:
-        # A config change with nothing healthy before it still rolls back to the snapshot.
+    if decision.up or decision.verify:
+        # A config that does not become healthy, or fails a check, is replaced by the last
+        # config a run verified (decision.rollback_to), and the run fails saying which check.
         yield StringCommand(lc.up_script(
             name=stack, project_dir=project_dir, config_hash=config_hash,
-            timeout=health_timeout, snapshot=snapshot, gpu_checks=checks))
+            timeout=health_timeout, rollback_to=decision.rollback_to,
+            rollback_good=decision.rollback_good, gpu_checks=checks,
+            write_checks=write_checks(r), up=decision.up))
 
 
 @operation(is_idempotent=False)
@@ -292,17 +300,19 @@ def rollback(stack: str, project_dir: str, to: str | None = None, health_timeout
     """
     Restore a previous config of a stack from ``.history/`` and bring it up.
 
-    + to: a snapshot name (or a unique prefix / config hash prefix); default: the newest
-      snapshot whose config differs from the deployed one
+    + to: a snapshot name (or a unique prefix / config hash prefix); default: the newest good
+      (verified) snapshot whose config differs from the deployed one
     The config deployed now is kept first as ``<timestamp>-<hash>-rollback`` (so it can be
-    restored by name); automatic choice skips those.
+    restored by name); automatic choice skips those. The run lists every kept snapshot and
+    says which are good.
     """
     project = host.get_fact(ComposeProject, project_dir=project_dir)
     history = host.get_fact(StackHistory, project_dir=project_dir)
+    listing = lc.describe_history(history, project.get("config_hash"))
     try:
         target = lc.rollback_target(history, project.get("config_hash"), to)
     except ValueError as exc:
-        yield fail_command([f"stack {stack}: cannot roll back: {exc}"])
+        yield fail_command([f"stack {stack}: cannot roll back: {exc}", *listing])
         return
     services = [s["service"] for s in project.get("services") or []]
     if (lc.hash_matches(target["hash"], project.get("config_hash")) and services
@@ -315,4 +325,5 @@ def rollback(stack: str, project_dir: str, to: str | None = None, health_timeout
         keep = lc.snapshot_name(stamp, project.get("config_hash"), rollback=True)
         yield StringCommand(lc.snapshot_script(project_dir, keep, []))
     yield StringCommand(lc.rollback_script(name=stack, project_dir=project_dir,
-                                           snapshot=target["name"], timeout=health_timeout))
+                                           snapshot=target["name"], timeout=health_timeout,
+                                           listing=listing, good=bool(target.get("good"))))

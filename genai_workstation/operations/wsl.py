@@ -6,11 +6,11 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
-from pyinfra.operations import files
 
 from facts.packages import NVIDIA_WSL_REASON, ForbiddenNvidiaPackages
 from facts.wsl import WslConf, merge_wsl_conf
 
+from . import atomic
 from .once import noop, passed_at_prepare
 
 WSL_CONF = "/etc/wsl.conf"
@@ -50,8 +50,8 @@ def conf(section: str, key: str, value: str, path: str = WSL_CONF):
         return
     if current.get("exists"):
         yield backup_command(path)
-    yield from files.put._inner(src=StringIO(wanted), dest=path, mode="644", user="root",
-                                group="root", create_remote_dir=False)
+    yield from atomic.put(StringIO(wanted), path, mode="644", user="root", group="root",
+                          create_remote_dir=False)
 
 
 @operation()

@@ -4,17 +4,19 @@ Pure functions (no pyinfra, no I/O) so they are tested without a host:
 
 - :func:`decide` compares a rendered stack with the ``ComposeProject`` / ``ImageLabel`` facts
   and says whether to snapshot, build, bring the stack up, or nothing;
-- :func:`up_script` is the one shell command that brings a new config up, waits until it is
-  healthy, checks the GPU the app sees, records the deployed hash, and - when the config does
-  not become healthy - prints the last log lines, restores the previous config from
-  ``.history/``, brings it back up and exits non-zero saying so;
-- :func:`snapshot_script`, :func:`restore_script`: keep and restore configs under ``.history/``.
+- :func:`last_good` picks the snapshot an automatic rollback restores: the newest config a
+  run *verified* (healthy, then the stack's checks passed), never merely the previous one;
+- the shell pieces (``genai_workstation.stacks.scripts``, re-exported here): :func:`up_script`
+  brings a config up, verifies it, marks it good, or restores the last good config and fails
+  saying which check failed and what it restored; :func:`snapshot_script`,
+  :func:`restore_commands` keep and restore configs under ``.history/``.
 
 Layout of a deployed stack (``<workspace>/stacks/<name>/``)::
 
     compose.yaml, .env, Caddyfile, secrets/...   rendered files
     build/...                                    image build context (when built here)
     .genai/config.sha256                         hash of the config last seen healthy
+    .genai/verified                              hash of the config last *verified* (good)
     .genai/manifest                              the files we rendered (stale ones are removed)
     .genai/tmp/                                  0700: upload temp files (secrets never in /tmp)
     .history/<UTC timestamp>-<hash12>[-rollback]/ previous configs, the newest `history_keep`
@@ -28,6 +30,9 @@ from dataclasses import dataclass, field
 
 GENAI_DIR = ".genai"
 DEPLOYED_HASH_FILE = f"{GENAI_DIR}/config.sha256"
+# Written only after a run verified the config (health + the stack's checks). It travels with
+# the config into .history/, so a snapshot is good when its mark equals its own hash.
+VERIFIED_FILE = f"{GENAI_DIR}/verified"
 MANIFEST_FILE = f"{GENAI_DIR}/manifest"
 TEMP_DIR = f"{GENAI_DIR}/tmp"
 HISTORY_DIR = ".history"
@@ -71,14 +76,19 @@ def hash_matches(short_or_full: str | None, full: str | None) -> bool:
 class Decision:
     """What a run must do for one stack; ``reasons`` say why (shown in the run's output)."""
 
-    snapshot: bool = False  # keep the deployed config before writing the new one
+    snapshot: bool = False  # copy the deployed config to .history/<snapshot_name> first
     build: bool = False
     up: bool = False
+    verify: bool = False  # run the stack's checks; mark the config good or roll it back
+    snapshot_name: str | None = None  # the deployed config's snapshot (new or kept already)
+    prune: list[str] = field(default_factory=list)  # snapshots to delete with the new one
+    rollback_to: str | None = None  # restored when the new config fails health or checks
+    rollback_good: bool = False  # rollback_to was verified (else: merely the previous one)
     reasons: list[str] = field(default_factory=list)
 
     @property
     def noop(self) -> bool:
-        return not (self.snapshot or self.build or self.up)
+        return not (self.snapshot or self.build or self.up or self.verify)
 
 
 def service_names(services) -> list[str]:
@@ -107,13 +117,17 @@ def not_running(project: dict, wanted: list[str]) -> list[str]:
 
 
 def decide(config_hash: str, services, project: dict, *, build_hash: str | None = None,
-           image_build_hash: str | None = None, files_changed: bool = False) -> Decision:
+           image_build_hash: str | None = None, files_changed: bool = False,
+           history: list[dict] | None = None, timestamp: str = "00000000T000000Z",
+           history_keep: int = 5) -> Decision:
     """Compare the wanted stack with the facts.
 
     ``config_hash``: the rendered config's hash; ``project``: the ComposeProject fact;
     ``build_hash``: the wanted image build hash (None: the image is not built here);
     ``image_build_hash``: the ``genai.build-hash`` label of the local image (ImageLabel fact);
-    ``files_changed``: some rendered file differs from the host's copy.
+    ``files_changed``: some rendered file differs from the host's copy; ``history``: the
+    StackHistory fact (snapshots with their ``good`` mark); ``timestamp``: the name of a new
+    snapshot; ``history_keep``: snapshots kept (the last good one is never pruned).
     """
     decision = Decision()
     deployed = project.get("config_hash")
@@ -122,8 +136,6 @@ def decide(config_hash: str, services, project: dict, *, build_hash: str | None 
         decision.reasons.append(
             "image not built yet" if image_build_hash is None
             else f"image build inputs changed ({image_build_hash[:12]} -> {build_hash[:12]})")
-    if project.get("exists") and deployed and deployed != config_hash:
-        decision.snapshot = True
     if not deployed or deployed != config_hash:
         decision.up = True
         decision.reasons.append("first deploy" if not deployed
@@ -142,13 +154,65 @@ def decide(config_hash: str, services, project: dict, *, build_hash: str | None 
         decision.reasons.append("rendered files differ from the host's copy")
     if decision.build:
         decision.up = True
+    if not decision.up and not is_verified(project, config_hash):
+        decision.verify = True
+        decision.reasons.append(f"config {config_hash[:12]} runs but was never verified")
+    if decision.up or decision.verify:
+        _plan_rollback(decision, config_hash, project, list(history or []), timestamp,
+                       history_keep)
     return decision
 
 
-def prune_list(snapshots: list[dict], keep: int) -> list[str]:
-    """Names of snapshots to delete so that the newest ``keep`` remain (oldest first)."""
+def is_verified(project: dict, config_hash: str | None) -> bool:
+    """Whether ``config_hash`` is the deployed config and a run verified it."""
+    return bool(config_hash and project.get("config_hash") == config_hash
+                and project.get("verified_hash") == config_hash)
+
+
+def _plan_rollback(decision: Decision, config_hash: str, project: dict, history: list[dict],
+                   timestamp: str, keep: int) -> None:
+    """Snapshot the deployed config (unless kept already) and pick the rollback target."""
+    deployed = project.get("config_hash")
+    history = [dict(s, good=bool(s.get("good"))) for s in history]
+    if project.get("exists") and deployed and deployed != config_hash:
+        kept = [s for s in history if s["origin"] == "deploy" and hash_matches(s["hash"], deployed)]
+        if kept:  # this config is kept already (e.g. restored by a rollback): reuse it
+            decision.snapshot_name = kept[-1]["name"]
+        else:
+            decision.snapshot = True
+            decision.snapshot_name = snapshot_name(timestamp, deployed)
+            history.append(parse_snapshot_name(decision.snapshot_name) | {"good": False})
+        if is_verified(project, deployed):
+            for snap in history:
+                if snap["name"] == decision.snapshot_name:
+                    snap["good"] = True
+    target = last_good(history, config_hash, prefer=decision.snapshot_name)
+    if target:
+        decision.rollback_to, decision.rollback_good = target["name"], True
+    elif decision.snapshot_name:  # nothing verified is kept: the previous config, said so
+        decision.rollback_to = decision.snapshot_name
+    if decision.snapshot:
+        decision.prune = prune_list(history, keep, protect={decision.rollback_to})
+
+
+def last_good(history: list[dict], failing_hash: str | None,
+              prefer: str | None = None) -> dict | None:
+    """The snapshot an automatic rollback restores: a verified config other than the failing
+    one - ``prefer`` (the config that ran until now) when it is good, else the newest good."""
+    good = [s for s in history if s.get("good") and s["origin"] == "deploy"
+            and not hash_matches(s["hash"], failing_hash)]
+    preferred = [s for s in good if s["name"] == prefer]
+    ordered = preferred or sorted(good, key=lambda s: s["name"], reverse=True)
+    return ordered[0] if ordered else None
+
+
+def prune_list(snapshots: list[dict], keep: int, protect: set | None = None) -> list[str]:
+    """Names of snapshots to delete so that the newest ``keep`` remain (oldest first); the
+    ``protect``ed ones (the last good config) stay and count towards ``keep``."""
+    protect = protect or set()
     names = sorted(s["name"] for s in snapshots)
-    return names[: max(0, len(names) - keep)]
+    extra = max(0, len(names) - keep)
+    return [name for name in names if name not in protect][:extra]
 
 
 def rollback_target(snapshots: list[dict], current_hash: str | None,
@@ -156,7 +220,8 @@ def rollback_target(snapshots: list[dict], current_hash: str | None,
     """The snapshot ``deploys/rollback.py`` restores; raises ValueError saying why not.
 
     ``wanted``: a snapshot name (or a unique prefix of one, or a config hash prefix). Without
-    it: the newest snapshot taken by a deploy whose config differs from the current one.
+    it: the newest *good* (verified) snapshot whose config differs from the current one, else
+    (nothing verified is kept) the newest snapshot taken by a deploy.
     """
     if not snapshots:
         raise ValueError("there is no previous config in .history to roll back to")
@@ -171,6 +236,9 @@ def rollback_target(snapshots: list[dict], current_hash: str | None,
             raise ValueError(f"{wanted!r} names several snapshots: "
                              + ", ".join(s["name"] for s in found))
         return sorted(found, key=lambda s: s["name"])[-1]
+    good = last_good(snapshots, current_hash)
+    if good:
+        return good
     for snap in sorted(snapshots, key=lambda s: s["name"], reverse=True):
         if snap["origin"] == "deploy" and not hash_matches(snap["hash"], current_hash):
             return snap
@@ -178,84 +246,15 @@ def rollback_target(snapshots: list[dict], current_hash: str | None,
                      + ", ".join(s["name"] for s in snapshots))
 
 
-# ----------------------------------------------------------------------------- shell pieces
-def snapshot_script(project_dir: str, name: str, prune: list[str]) -> str:
-    """Copy the deployed config (everything but .history) to .history/<name>, drop old ones."""
-    if not _SAFE_NAME.match(name):
-        raise ValueError(f"bad snapshot name {name!r}")
-    d, h = q(project_dir), q(f"{project_dir}/{HISTORY_DIR}")
-    target = q(f"{project_dir}/{HISTORY_DIR}/{name}")
-    parts = [
-        f"mkdir -p {h} && chmod 700 {h}",
-        f"rm -rf {target}.tmp && mkdir {target}.tmp",
-        # the snapshot's top folder carries the stack folder's owner and mode, so a restore
-        # (cp -a snapshot/. stack/) leaves the stack folder as the deploy made it
-        f"chown --reference={d} {target}.tmp && chmod --reference={d} {target}.tmp",
-        f"(cd {d} && find . -mindepth 1 -maxdepth 1 ! -name {HISTORY_DIR} "
-        f"-exec cp -a {{}} {target}.tmp/ \\;)",
-        f"rm -rf {target} && mv {target}.tmp {target}",
-    ]
-    for old in prune:
-        if _SAFE_NAME.match(old):
-            parts.append(f"rm -rf {q(f'{project_dir}/{HISTORY_DIR}/{old}')}")
-    return " && ".join(parts)
-
-
-def restore_commands(snapshot: str) -> str:
-    """Replace the config in the current directory by .history/<snapshot> (sh, cwd = stack)."""
-    s = q(f"{HISTORY_DIR}/{snapshot}")
-    return (f"find . -mindepth 1 -maxdepth 1 ! -name {HISTORY_DIR} -exec rm -rf {{}} + && "
-            f"cp -a {s}/. .")
-
-
-def compose_up(timeout: int) -> str:
-    return (f"docker compose up -d --remove-orphans --wait --wait-timeout {int(timeout)}")
-
-
-def device_probe_command(service: str, probe: str) -> str:
-    """Print ``@@genai:device <name>`` for the GPU the app in ``service`` reports.
-
-    ``comfyui:<url>``: GET the app's /system_stats from inside its container (python3 is in
-    every app image), take ``devices[0].name``. ``forge``: Forge logs ``Device: cuda:0 <name>``
-    at start; its API has no device name (/sdapi/v1/memory has sizes only).
-    """
-    svc = q(service)
-    if probe.startswith("comfyui:"):
-        url = probe[len("comfyui:"):]
-        code = ("import json,urllib.request as u;"
-                f"d=json.load(u.urlopen({url!r},timeout=20))['devices'];"
-                "print('@@genai:device '+(d[0]['name'] if d else ''))")
-        runner = 'p=$(command -v python3 || command -v python); exec "$p" -c "$1"'
-        return f"docker compose exec -T {svc} sh -c {q(runner)} sh {q(code)} 2>&1"
-    if probe == "forge":
-        return (f"docker compose logs --no-color --no-log-prefix {svc} 2>&1 "
-                "| sed -n 's/^.*Device: \\(.*\\)$/@@genai:device \\1/p' | tail -n 1")
-    raise ValueError(f"unknown device probe {probe!r}")
-
-
-def probe_for(health: dict) -> str | None:
-    """The device probe that fits a health entry of the rendered stack, or None.
-
-    The entry's ``gpu_url`` (else ``url``) is the in-container address: ComfyUI's
-    ``/system_stats`` names the device; Forge's ``/sdapi/v1/memory`` has sizes only, so Forge
-    is read from its ``Device: ...`` start-up log line.
-    """
-    url = health.get("gpu_url") or health.get("url") or ""
-    if url.rstrip("/").endswith("/system_stats"):
-        return f"comfyui:{url}"
-    if "/internal/ping" in url or "/sdapi/" in url:
-        return "forge"
-    return None
-
-
-def build_argv(build: dict, project_dir: str) -> list[str]:
-    """``docker build`` for the rendered image: tag, labels (build hash), context folder."""
-    argv = ["docker", "build", "--tag", build["tag"]]
-    for key, value in sorted((build.get("labels") or {}).items()):
-        argv += ["--label", f"{key}={value}"]
-    for key, value in sorted((build.get("build_args") or {}).items()):
-        argv += ["--build-arg", f"{key}={value}"]
-    return argv + [f"{project_dir.rstrip('/')}/{build.get('context') or 'build'}"]
+def describe_history(snapshots: list[dict], current_hash: str | None) -> list[str]:
+    """One line per kept snapshot, newest first, saying which are good (verified)."""
+    lines = []
+    for snap in sorted(snapshots, key=lambda s: s["name"], reverse=True):
+        state = "good (verified)" if snap.get("good") else "not verified"
+        extra = ", the config deployed now" if hash_matches(snap["hash"], current_hash) else ""
+        origin = ", kept by a rollback" if snap["origin"] == "rollback" else ""
+        lines.append(f"kept: {snap['name']}: {state}{extra}{origin}")
+    return lines
 
 
 def gpu_mismatch(expected: str | None, seen: str | None) -> str | None:
@@ -269,80 +268,15 @@ def gpu_mismatch(expected: str | None, seen: str | None) -> str | None:
     return f"the app sees {seen!r}, the inventory declares {expected!r}"
 
 
-def gpu_check_script(checks: list[tuple[str, str, str]]) -> str:
-    """sh: for (service, probe, expected name) fail when the app reports another card."""
-    lines = []
-    for service, probe, expected in checks:
-        lines.append(
-            f"seen=$({device_probe_command(service, probe)} | sed -n 's/^@@genai:device //p' "
-            "| tail -n 1); "
-            f"case \"$(printf %s \"$seen\" | tr A-Z a-z)\" in "
-            f"*{q(expected.lower())}*) echo \"GPU check: {service} runs on $seen\";; "
-            f"*) echo \"GPU check FAILED for {service}: the app sees '${{seen:-no device}}', "
-            f"the inventory declares '{_sh_text(expected)}'\" >&2; gpu_ok=no;; esac"
-        )
-    return "; ".join(lines) if lines else ":"
+# The shell pieces live in .scripts; they are reachable here too (lc.up_script, ...).
+_SCRIPTS = {"build_argv", "build_script", "compose_up", "device_probe_command",
+            "gpu_check_script", "probe_for", "restore_commands", "rollback_script",
+            "snapshot_script", "up_script", "write_check_script"}
 
 
-def _sh_text(text: str) -> str:
-    """Text safe inside a double-quoted sh string."""
-    return re.sub(r"[\"`$\\]", "", text)
+def __getattr__(name: str):
+    if name in _SCRIPTS:
+        from . import scripts
 
-
-def up_script(*, name: str, project_dir: str, config_hash: str, timeout: int,
-              snapshot: str | None, gpu_checks: list[tuple[str, str, str]]) -> str:
-    """Bring the rendered config up; on health failure roll back to ``snapshot`` and fail."""
-    d = q(project_dir)
-    n = _sh_text(name)
-    short = config_hash[:12]
-    restore = (
-        f"if [ -d {q(f'{HISTORY_DIR}/{snapshot}')} ]; then "
-        f"echo \"genai: restoring the previous config of stack {n} ({snapshot})\" >&2; "
-        f"{restore_commands(snapshot)} || {{ echo 'genai: restore FAILED' >&2; exit 3; }}; "
-        f"if {compose_up(timeout)} >&2; then "
-        f"echo \"genai: ROLLED BACK stack {n}: the new config {short} did not become healthy "
-        f"within {int(timeout)} s; the previous config {snapshot} is restored and healthy. "
-        f"Fix the inventory and run again.\" >&2; "
-        f"else echo \"genai: stack {n}: the new config {short} did not become healthy and the "
-        f"restored previous config {snapshot} did not become healthy either\" >&2; fi; "
-        "else "
-        f"echo \"genai: stack {n}: the new config {short} did not become healthy within "
-        f"{int(timeout)} s and there is no previous config to restore; stopping it\" >&2; "
-        "docker compose down --remove-orphans >&2; fi; exit 1"
-        if snapshot else
-        f"echo \"genai: stack {n}: the new config {short} did not become healthy within "
-        f"{int(timeout)} s and there is no previous config to restore; stopping it\" >&2; "
-        "docker compose down --remove-orphans >&2; exit 1"
-    )
-    return (
-        f"cd {d} || exit 1; "
-        f"if {compose_up(timeout)}; then "
-        "gpu_ok=yes; "
-        f"printf '%s\\n' {q(config_hash)} > {DEPLOYED_HASH_FILE}; "
-        f"{gpu_check_script(gpu_checks)}; "
-        f"if [ \"$gpu_ok\" = yes ]; then echo \"genai: stack {n} is up and healthy "
-        f"(config {short})\"; exit 0; fi; "
-        f"echo \"genai: stack {n} runs on the wrong GPU (see above); fix gpu: in the "
-        "inventory\" >&2; exit 2; "
-        "fi; "
-        f"echo \"genai: stack {n}: the new config {short} did not become healthy within "
-        f"{int(timeout)} s\" >&2; "
-        "docker compose ps --all >&2; "
-        f"echo \"--- last {LOG_LINES} log lines ---\" >&2; "
-        f"docker compose logs --no-color --tail {LOG_LINES} >&2; "
-        f"{restore}"
-    )
-
-
-def rollback_script(*, name: str, project_dir: str, snapshot: str, timeout: int) -> str:
-    """Restore .history/<snapshot> on purpose and bring it up (deploys/rollback.py)."""
-    n = _sh_text(name)
-    return (
-        f"cd {q(project_dir)} || exit 1; "
-        f"[ -d {q(f'{HISTORY_DIR}/{snapshot}')} ] || "
-        f"{{ echo 'genai: no snapshot {_sh_text(snapshot)}' >&2; exit 1; }}; "
-        f"{restore_commands(snapshot)} && "
-        f"if {compose_up(timeout)}; then echo \"genai: stack {n} rolled back to {snapshot}\"; "
-        f"else echo \"genai: stack {n}: restored {snapshot} but it did not become healthy\" >&2; "
-        f"docker compose logs --no-color --tail {LOG_LINES} >&2; exit 1; fi"
-    )
+        return getattr(scripts, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -311,6 +311,7 @@ class _App:
     command: list[str] = field(default_factory=list)
     ports: list[str] = field(default_factory=list)  # compose `ports:` entries
     published: list[tuple[str, str, int]] = field(default_factory=list)
+    writable: list[str] = field(default_factory=list)  # folders the app must write (checked)
 
 
 class _BuiltinStack:
@@ -446,7 +447,8 @@ class _BuiltinStack:
     def health_entries(self, apps: list[_App]) -> list[dict]:
         return [{"service": app.service,
                  "url": f"http://127.0.0.1:{app.internal_port}{app.health_path}",
-                 "gpu_url": f"http://127.0.0.1:{app.internal_port}{app.gpu_check_path}"}
+                 "gpu_url": f"http://127.0.0.1:{app.internal_port}{app.gpu_check_path}",
+                 "writable": list(app.writable)}
                 for app in apps]
 
     @staticmethod
@@ -532,7 +534,7 @@ class _ComfyUI(_BuiltinStack):
     def render(self) -> RenderedStack:
         spec = self.spec
         app = _App("comfyui", "comfyui", "stacks.comfyui", spec, COMFYUI_PORT,
-                   "/system_stats", "/system_stats")
+                   "/system_stats", "/system_stats", writable=["/data/output"])
         self.resolve_gpu(app)
         extra = self.check_extra_args(app, FORBIDDEN_FLAGS["comfyui"] + _FORBIDDEN_COMFYUI_EXTRA)
         app.command = ["--listen", "0.0.0.0", "--port", str(COMFYUI_PORT),
@@ -588,7 +590,8 @@ class _Forge(_BuiltinStack):
         for index, instance in enumerate(instances):
             app = _App(f"forge/{instance['name']}", f"forge-{instance['name']}",
                        f"stacks.forge.instances.{index}", instance, FORGE_PORT,
-                       "/internal/ping", "/sdapi/v1/memory")
+                       "/internal/ping", "/sdapi/v1/memory",
+                       writable=["/data/forge/outputs"])
             self.resolve_gpu(app)
             extra = self.check_extra_args(app, FORBIDDEN_FLAGS["forge"])
             app.command = ["--skip-prepare-environment", "--skip-install",

@@ -236,7 +236,9 @@ class DockerEngine:
                  turns it off): GPU reservations then start, with no GPU; see nvidia_requests()
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tag: str = "", data_root: Path | None = None) -> None:
+        """`tag` (one letter) names a second engine of the same session (its own netns, veth,
+        record); `data_root` puts its data on a given folder (e.g. a small file system)."""
         self.dockerd = find_dockerd()
         self.docker = shutil.which("docker") or "docker"
         self.timings: dict[str, float] = {}
@@ -244,18 +246,19 @@ class DockerEngine:
         self.socket = self.state_dir / "docker.sock"
         self.config_dir = self.state_dir / "config"
         self.log_path = self.state_dir / "dockerd.log"
-        self.netns = f"gwd-{os.getpid()}"
+        self.netns = f"gwd-{os.getpid()}{tag}"
+        self.veth = f"gwd{os.getpid()}{tag}"  # + "h" outside, "n" inside (<= 15 characters)
         self.netns_path = f"/run/netns/{self.netns}"
         self.host_addr = self.ns_addr = ""
         self.pid: int | None = None
         self.persistent = False
         self._lock_fd: int | None = None
         self._process: subprocess.Popen | None = None
-        self._record = SESSIONS_DIR / f"{os.getpid()}.json"
+        self._record = SESSIONS_DIR / f"{os.getpid()}{tag}.json"
         self._standin_variants: dict[str, str] = {}
         self.nvidia_stub = os.environ.get("GENAI_TEST_DOCKER_NVIDIA_STUB", "1") != "0"
         self.nvidia_hook_log = self.state_dir / "nvidia-hook.log"
-        self.data_root = self._pick_data_root()
+        self.data_root = Path(data_root) if data_root else self._pick_data_root()
 
     # --- public API -----------------------------------------------------------------------
     @property
@@ -396,7 +399,7 @@ class DockerEngine:
         self._record.write_text(json.dumps({
             "owner": os.getpid(), "dockerd": self.pid, "netns": self.netns,
             "state_dir": str(self.state_dir), "data_root": str(self.data_root),
-            "veth": f"gwd{os.getpid()}h"}))
+            "veth": f"{self.veth}h"}))
 
     def _setup_netns(self) -> None:
         subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)
@@ -412,7 +415,7 @@ class DockerEngine:
             if f" {host}/" not in used and f" {ns}/" not in used:
                 break
             slot = (slot + 1) % 16000
-        outer, inner = f"gwd{os.getpid()}h", f"gwd{os.getpid()}n"
+        outer, inner = f"{self.veth}h", f"{self.veth}n"
         subprocess.run(["ip", "link", "delete", outer], capture_output=True)
         _run(["ip", "link", "add", outer, "type", "veth", "peer", "name", inner])
         _run(["ip", "link", "set", inner, "netns", self.netns])
@@ -433,6 +436,29 @@ class DockerEngine:
         self._install_compose()
         self._setup_netns()
         self.data_root.mkdir(parents=True, exist_ok=True)
+        self._launch()
+        if self.persistent:
+            self.clean()
+            self.run("image", "prune", "-f", check=False)
+        self.timings["engine_start"] = time.monotonic() - started
+        return self
+
+    def restart(self) -> float:
+        """Restart dockerd as `systemctl restart docker` does: SIGTERM (it stops the running
+        containers, --shutdown-timeout 3), then start it again on the same data root, socket
+        and network namespace. Returns the seconds the engine was away."""
+        started = time.monotonic()
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            self._process.wait(timeout=30)
+        _kill_and_wait(_pids_mentioning(str(self.state_dir / "exec")), 10)
+        with contextlib.suppress(OSError):
+            self.socket.unlink()
+        self._launch()
+        return time.monotonic() - started
+
+    def _launch(self) -> None:
+        """Start dockerd and wait until it answers."""
         exec_root = self.state_dir / "exec"
         config = self.state_dir / "daemon.json"  # not /etc/docker/daemon.json of this machine
         config.write_text("{}\n")
@@ -444,8 +470,8 @@ class DockerEngine:
         env = dict(os.environ)
         if self.nvidia_stub:
             stub_dir = self.state_dir / "nvidia-stub"
-            stub_dir.mkdir()
             hook = stub_dir / "nvidia-container-runtime-hook"
+            stub_dir.mkdir(exist_ok=True)
             hook.write_text(NVIDIA_HOOK_STUB.replace("@LOG@", str(self.nvidia_hook_log)))
             hook.chmod(0o755)
             env["PATH"] = f"{stub_dir}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
@@ -468,11 +494,6 @@ class DockerEngine:
                 raise RuntimeError(f"dockerd did not answer in {START_TIMEOUT:g} s:\n"
                                    f"{self.log_tail()}")
             time.sleep(0.2)
-        if self.persistent:
-            self.clean()
-            self.run("image", "prune", "-f", check=False)
-        self.timings["engine_start"] = time.monotonic() - started
-        return self
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
@@ -496,7 +517,7 @@ class DockerEngine:
         _kill_container_processes(self.data_root)
         _unmount_under(self.state_dir, self.data_root)
         subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)
-        subprocess.run(["ip", "link", "delete", f"gwd{os.getpid()}h"], capture_output=True)
+        subprocess.run(["ip", "link", "delete", f"{self.veth}h"], capture_output=True)
         shutil.rmtree(self.state_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             self._record.unlink()
