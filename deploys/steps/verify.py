@@ -6,8 +6,11 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from deploys.steps.stacks import stack_spec
-from deploys.steps.workstation import wsl_shutdown_reminder
-from genai_workstation.operations.verify import verified
+from deploys.steps.workstation import facts_read_by_the_step, wsl_shutdown_reminder
+from facts.platform import Platform
+from genai_workstation.findings import Finding
+from genai_workstation.operations.once import prefetch, read_once
+from genai_workstation.operations.verify import host_findings, verified, workstation_fact_specs
 from genai_workstation.verify import enabled_stacks
 
 
@@ -21,3 +24,17 @@ def verify_host(stacks: list[str] | None = None, workstation: bool = True):
     what = ", ".join(["workstation"] * workstation + [f"stack {s['stack']}" for s in specs])
     wsl_shutdown_reminder()  # last words of a longer run, before checks that may fail it
     verified(name=f"Verify {what or 'nothing'}", stack_specs=specs, workstation=workstation)
+
+
+def state_findings() -> list[Finding]:
+    """What `verify_host()` would find, read now (genai-drift, in a read-only run).
+
+    First, in one remote command, every fact the workstation step's plan and these checks
+    read: the plan that follows answers from them (genai_workstation/operations/once.py).
+    """
+    data = host.data.dict()
+    platform = read_once(Platform)
+    prefetch(facts_read_by_the_step(data, platform)
+             + list(workstation_fact_specs(data, platform).values()))
+    specs = [spec for spec in (stack_spec(name, data) for name in enabled_stacks(data)) if spec]
+    return host_findings(host.data.get("workstation_name") or host.name, data, specs)
