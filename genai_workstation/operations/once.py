@@ -65,6 +65,7 @@ def passed_at_prepare() -> bool:
 
 _PREFETCHED = "_genai_prefetched_facts"
 _READ_ONLY = "_genai_read_only_run"
+_MEMOS = "_genai_read_only_memos"
 
 
 def _key(fact_cls, kwargs: dict, args: tuple = ()):
@@ -102,6 +103,18 @@ def read_only_run() -> None:
 
     host.get_fact = get_fact  # this host object only
     setattr(host, _READ_ONLY, True)
+
+
+def read_only_memo(name: str) -> dict | None:
+    """A dict kept for the current host while its run is read-only (None otherwise): for
+    results derived from host data and facts alone, e.g. a rendered stack."""
+    if not read_only():
+        return None
+    memos = getattr(host, _MEMOS, None)
+    if memos is None:
+        memos = {}
+        setattr(host, _MEMOS, memos)
+    return memos.setdefault(name, {})
 
 
 def read_facts_once(specs: list[tuple[type, dict]]) -> list:
