@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,7 +45,7 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-from bench_fleet import apt_seed, plot, seed  # noqa: E402
+from bench_fleet import apt_seed, machine_busy_seconds, plot, seed  # noqa: E402
 from bench_noop import (  # noqa: E402
     REPO,
     RESULTS,
@@ -130,12 +132,19 @@ def clean_env(inventory: Path) -> dict[str, str]:
     return env
 
 
-def run_drift(inventory: Path) -> float:
-    """Seconds of one `genai-drift` run, which must find nothing."""
+def run_drift(inventory: Path, cpu: list | None = None) -> float:
+    """Seconds of one `genai-drift` run, which must find nothing; appends to `cpu` the CPU
+    seconds of the genai-drift process and of the whole machine (all cores) meanwhile."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = machine_busy_seconds()
     started = time.monotonic()
     result = subprocess.run([str(DRIFT), "--format", "json"], cwd=REPO, env=clean_env(inventory),
                             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     seconds = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
+                    machine_busy_seconds() - busy))
     found = [] if result.returncode else [
         f for f in json.loads(result.stdout)["findings"] if f["kind"] != "skipped"]
     if result.returncode != 0 or found:
@@ -186,7 +195,8 @@ def main() -> None:
             empty = scratch / "empty.py"
             empty.write_text('"""No operation: start-up, inventory and SSH connect only."""\n')
             one = inventories[1]
-            cases = {drift_case(size): (lambda inv=inventories[size]: run_drift(inv))
+            cpu: dict[int, list] = {size: [] for size in args.sizes}
+            cases = {drift_case(size): (lambda s=size: run_drift(inventories[s], cpu[s]))
                      for size in args.sizes}
             cases[NOOP_CASE] = lambda: run_noop("deploys/comfyui.py", one)
             cases[EMPTY_CASE] = lambda: run_noop(str(empty), one)
@@ -224,6 +234,11 @@ def main() -> None:
             "ssh_connections": sessions[name], "commands": commands[name]["commands"],
             "remote_ms_total": commands[name]["remote_ms_total"],
             "by_kind": commands[name]["by_kind"]})
+    for size in args.sizes:  # the timed runs only (not the counting runs after them)
+        timed = cpu[size][:args.runs]
+        results["cases"][drift_case(size)].update({
+            "genai_drift_cpu_s_median": round(statistics.median(c for c, _ in timed), 2),
+            "machine_cpu_busy_s_median": round(statistics.median(b for _, b in timed), 2)})
     results["ratios"] = ratios(results["cases"], args.sizes)
     write_json(args.out, results)
     print_table(results)
@@ -245,12 +260,15 @@ def ratios(cases: dict, sizes: list[int]) -> dict:
 
 
 def print_table(results: dict) -> None:
-    print("\n| case | median s | min s | max s | SSH connections | remote commands |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| case | median s | min s | max s | SSH connections | remote commands "
+          "| genai-drift CPU s | machine CPU busy s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, case in results["cases"].items():
         s = case["seconds"]
         print(f"| {name} | {s['median']:.2f} | {s['min']:.2f} | {s['max']:.2f} | "
-              f"{case.get('ssh_connections', '')} | {case.get('commands', '')} |")
+              f"{case.get('ssh_connections', '')} | {case.get('commands', '')} | "
+              f"{case.get('genai_drift_cpu_s_median', '')} | "
+              f"{case.get('machine_cpu_busy_s_median', '')} |")
     print(f"\nratios: {results['ratios']}\nload average per round: "
           f"{results['load_average_1min_per_round']}")
 

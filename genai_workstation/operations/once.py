@@ -117,6 +117,23 @@ def read_only_memo(name: str) -> dict | None:
     return memos.setdefault(name, {})
 
 
+def in_parallel(*calls) -> list:
+    """Run these calls at once, each in a greenlet with the current host and config (their
+    remote commands overlap on the host's one SSH connection); their results, in order."""
+    import gevent
+    from pyinfra.context import ctx_config, ctx_host
+
+    current_host, config = ctx_host.get(), ctx_config.get()
+
+    def run(call):
+        with ctx_host.use(current_host), ctx_config.use(config):
+            return call()
+
+    greenlets = [gevent.spawn(run, call) for call in calls]
+    gevent.joinall(greenlets, raise_error=True)
+    return [greenlet.value for greenlet in greenlets]
+
+
 def read_facts_once(specs: list[tuple[type, dict]]) -> list:
     """``facts_batch.read_facts(specs)``; in a read-only run, only the facts not read yet are
     read (in one command) and the others answered from memory."""
