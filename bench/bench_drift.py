@@ -20,9 +20,12 @@ alike), `--runs` timed runs of:
 - on host 1, the two pyinfra runs `genai-drift` made before it ran in one pass
   (`deploys/verify.py`, then `deploys/site.py --dry --json`), for reference.
 
-Wall time is the client process's, start to exit. After the timed rounds, one more run of the
-one-host cases counts, on host 1, the SSH connections (sshd's log) and the remote commands
-(bench_noop.py's counting login shell). The 1-minute load average is recorded each round.
+Wall time is the client process's, start to exit; each drift run also records the CPU time of
+the genai-drift process and of the whole machine meanwhile (/proc/stat), and before the rounds
+the machine's CPU use with the hosts up and nothing run against them (their own background).
+After the timed rounds, one more run of the one-host cases counts, on host 1, the SSH
+connections (sshd's log) and the remote commands (bench_noop.py's counting login shell). The
+1-minute load average is recorded each round.
 Targets (issue 14): one host <= 1.5 s and <= 1.2x the no-op converge; 8 hosts <= 1.5x one.
 """
 
@@ -161,6 +164,13 @@ def run_noop(deploy: str, inventory: Path, *args: str, dry: bool = False) -> flo
     return run.duration
 
 
+def idle_busy(seconds: float = 5.0) -> float:
+    """CPU-seconds per second the machine is busy while nothing is run against the hosts."""
+    before = machine_busy_seconds()
+    time.sleep(seconds)
+    return (machine_busy_seconds() - before) / seconds
+
+
 def connections(host, run) -> int:
     """SSH connections accepted by the host's sshd while `run()` ran."""
     before = host.log().count(CONNECTION_LINE)
@@ -202,6 +212,9 @@ def main() -> None:
             cases[EMPTY_CASE] = lambda: run_noop(str(empty), one)
             cases[BEFORE_CASE] = lambda: (run_noop("deploys/verify.py", one)
                                           + run_noop("deploys/site.py", one, dry=True))
+            idle = idle_busy()
+            print(f"machine CPU busy with the hosts up and nothing run: {idle:.2f} CPU-s/s",
+                  flush=True)
             times: dict[str, list[float]] = {name: [] for name in cases}
             loads = []
             for number in range(args.runs):
@@ -226,6 +239,9 @@ def main() -> None:
                      "empty deploy on host 1",
         "machine": machine(), "pyinfra": pyinfra_version(), "runs": args.runs,
         "setup_seconds": setup,
+        # the converged hosts' own background (engines, app health checks) and anything else
+        # running on the machine, before the timed rounds
+        "idle_machine_cpu_busy_s_per_s": round(idle, 2),
         "load_average_1min_per_round": loads,
         "cases": {name: {"seconds": summary(values)} for name, values in times.items()},
     }
