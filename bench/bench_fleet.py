@@ -186,7 +186,8 @@ def plot(out: Path = PLOT) -> Path | None:
     fleet_path, noop_path = RESULTS / "fleet.json", RESULTS / "noop.json"
     fleet = json.loads(fleet_path.read_text()) if fleet_path.exists() else None
     noop = json.loads(noop_path.read_text()) if noop_path.exists() else None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), dpi=110)
+    fig, (left, right, third) = plt.subplots(1, 3, figsize=(20, 5.2), dpi=110)
+    _drift_panel(third)
 
     if fleet:
         rows = fleet["results"]
@@ -255,6 +256,39 @@ def plot(out: Path = PLOT) -> Path | None:
     plt.close(fig)
     print(f"wrote {out.relative_to(REPO)}")
     return out
+
+
+def _drift_panel(axis) -> None:
+    """genai-drift (bench_drift.py): one pass on 1 / 4 / 8 hosts, next to the no-op converge
+    and the empty deploy of the same run."""
+    path = RESULTS / "drift.json"
+    if not path.exists():
+        axis.text(0.5, 0.5, "no drift results yet", ha="center", transform=axis.transAxes)
+        axis.set_title("genai-drift")
+        return
+    drift = json.loads(path.read_text())
+    names = list(drift["cases"])
+    medians = [drift["cases"][n]["seconds"]["median"] for n in names]
+    colors = ["tab:green" if n.startswith("genai-drift") else
+              "tab:gray" if n.startswith("before") else "tab:blue" for n in names]
+    bars = axis.barh(range(len(names)), medians, color=colors)
+    axis.set_yticks(range(len(names)))
+    axis.set_yticklabels(names, fontsize=9)
+    axis.invert_yaxis()
+    axis.axvline(1.5, color="red", ls=":", lw=1, label="target: one host <= 1.5 s")
+    one = drift["cases"].get("genai-drift (1 host)")
+    if one:
+        axis.axvline(1.5 * one["seconds"]["median"], color="tab:green", ls=":", lw=1,
+                     label="target: 8 hosts <= 1.5x one host")
+    for bar, seconds in zip(bars, medians, strict=True):
+        axis.text(bar.get_width() + 0.05, bar.get_y() + bar.get_height() / 2,
+                  f"{seconds:.2f} s", va="center", fontsize=9)
+    axis.set_xlim(0, max(medians) * 1.3)
+    axis.legend(fontsize=8, loc="upper right")
+    loads = drift.get("load_average_1min_per_round") or [0]
+    axis.set_title(f"genai-drift on converged hosts (median of {drift['runs']})")
+    axis.set_xlabel(f"wall time (s); machine load average {min(loads):.0f}-{max(loads):.0f}")
+    axis.grid(alpha=0.3, axis="x")
 
 
 if __name__ == "__main__":

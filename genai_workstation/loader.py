@@ -42,14 +42,19 @@ class Inventory:
             return f"@vagrant/{connection.get('machine', name)}"
         return "@local" if connection["type"] == "local" else name
 
-    def pyinfra_host(self, name: str) -> tuple[str, dict]:
-        """(pyinfra host name, host data) for one host."""
+    def pyinfra_host(self, name: str, connect_timeout: float | None = None) -> tuple[str, dict]:
+        """(pyinfra host name, host data) for one host; `connect_timeout` overrides the
+        inventory's."""
         data = copy.copy(self.hosts[name])
         connection = data["connection"]
         if connection["type"] == "ssh":
             data["ssh_hostname"] = connection.get("host", name)
             data["ssh_port"] = connection["port"]
             data["ssh_strict_host_key_checking"] = connection["strict_host_key_checking"]
+            timeout = connect_timeout or connection["connect_timeout"]
+            # paramiko's own waits for the banner (15 s) and authentication (30 s) too
+            data["ssh_paramiko_connect_kwargs"] = {
+                "timeout": timeout, "banner_timeout": timeout, "auth_timeout": timeout}
             for key in ("user", "key", "known_hosts_file"):
                 if key in connection:
                     data[f"ssh_{key}"] = connection[key]

@@ -62,9 +62,18 @@ def resolve_gpus(name: str, settings: dict, data: dict) -> tuple[dict, list[dict
 
 
 def render(name: str, data: dict, resolved: dict, all_gpus: list[dict]):
+    """The rendered stack; rendered once per host in a read-only run (genai-drift), where
+    the plan and the checks both need it."""
+    from genai_workstation.operations.once import read_only_memo
     from genai_workstation.stacks.render import render_stack
 
-    return render_stack(name, data, resolved, all_gpus=all_gpus or None)
+    memo = read_only_memo("stack renders")
+    if memo is None:
+        return render_stack(name, data, resolved, all_gpus=all_gpus or None)
+    key = (name, repr(resolved), repr(all_gpus))
+    if key not in memo:
+        memo[key] = render_stack(name, data, resolved, all_gpus=all_gpus or None)
+    return memo[key]
 
 
 def _user(data: dict) -> dict:

@@ -6,8 +6,13 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from deploys.steps.stacks import stack_spec
-from deploys.steps.workstation import wsl_shutdown_reminder
-from genai_workstation.operations.verify import verified
+from deploys.steps.workstation import facts_read_by_the_step, wsl_shutdown_reminder
+from facts.compose import ComposeProject
+from facts.platform import Platform
+from genai_workstation.findings import Finding
+from genai_workstation.operations.once import in_parallel, prefetch, read_once
+from genai_workstation.operations.verify import host_findings, verified, workstation_fact_specs
+from genai_workstation.stacks import lifecycle as lc
 from genai_workstation.verify import enabled_stacks
 
 
@@ -21,3 +26,30 @@ def verify_host(stacks: list[str] | None = None, workstation: bool = True):
     what = ", ".join(["workstation"] * workstation + [f"stack {s['stack']}" for s in specs])
     wsl_shutdown_reminder()  # last words of a longer run, before checks that may fail it
     verified(name=f"Verify {what or 'nothing'}", stack_specs=specs, workstation=workstation)
+
+
+def state_findings() -> list[Finding]:
+    """What `verify_host()` would find, read now (genai-drift, in a read-only run).
+
+    First, in one remote command, every fact the workstation step's plan and these checks
+    read: the plan that follows answers from them (genai_workstation/operations/once.py).
+    """
+    data = host.data.dict()
+    platform = read_once(Platform)
+    names = enabled_stacks(data)
+    in_parallel(  # the stacks' compose state meanwhile, read by both too
+        lambda: prefetch(facts_read_by_the_step(data, platform)
+                         + list(workstation_fact_specs(data, platform).values())),
+        *[lambda name=name: _compose_state(lc.stack_dir(data["workspace"], name))
+          for name in names])
+    specs = [spec for spec in (stack_spec(name, data) for name in names) if spec]
+    return host_findings(host.data.get("workstation_name") or host.name, data, specs)
+
+
+def _compose_state(project_dir: str) -> None:
+    """Read a stack's compose state ahead; if it fails, the stack's check reads it again and
+    reports why."""
+    try:
+        host.get_fact(ComposeProject, project_dir=project_dir)
+    except Exception:  # noqa: BLE001 (reported by stack_findings)
+        return

@@ -60,7 +60,7 @@ def _shutdown_notice(name: str, conf_changed) -> None:
     )
 
 
-def _facts_read_by_the_step(data: dict, platform: dict) -> list[tuple[type, dict]]:
+def facts_read_by_the_step(data: dict, platform: dict) -> list[tuple[type, dict]]:
     """The facts (with the operations' exact arguments) the workstation operations read."""
     user = data["user"]
     specs = [
@@ -88,7 +88,7 @@ def workstation():
     platform = read_once(Platform)
     on_wsl = platform.get("wsl") == 2
     # What the operations below read on a converged host, in one round trip.
-    prefetch(_facts_read_by_the_step(data, platform))
+    prefetch(facts_read_by_the_step(data, platform))
 
     # Checks: refuse before anything changes.
     _check_now(system.check_platform(

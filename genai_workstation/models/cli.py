@@ -1,6 +1,6 @@
 """genai-models: sync the inventory's models, fetch one file, migrate a Windows collection.
 
-    genai-models sync [--inventory PATH] [--host NAME] [--manifest models.yaml]
+    genai-models sync [--inventory PATH] [--limit HOST] [--manifest models.yaml] [--format json]
     genai-models fetch URL --folder F [--sha256 HEX] [--name N]
     genai-models migrate SRC [--apply] [--delete-source]
 
@@ -12,22 +12,38 @@ are never printed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
+from .. import exitcodes
 from ..errors import InventoryError
 from . import downloader, manifest, migrate
 
+PROG = "genai-models"
+FORMATS = ("table", "json")
+EPILOG = exitcodes.epilog("problems found: migrate found conflicts or too little space")
+
+
+class UsageError(Exception):
+    """The command line is wrong (exit code exitcodes.USAGE)."""
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genai-models", description=__doc__.splitlines()[0])
+    parser = exitcodes.Parser(prog=PROG, description=__doc__.splitlines()[0], epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p, models_dir_help="model tree (default: the host's models_dir)"):
+        p.epilog = EPILOG
         p.add_argument("--inventory", help="inventory YAML (default: $GENAI_INVENTORY or "
                                            "inventory/workstation.yaml)")
-        p.add_argument("--host", help="host of the inventory (default: the local one)")
+        p.add_argument("--limit", action="append", metavar="HOST",
+                       help="host of the inventory (default: the local one, or the only one)")
+        p.add_argument("--host", action="append", dest="limit", help=argparse.SUPPRESS)
         p.add_argument("--models-dir", help=models_dir_help)
+        p.add_argument("--format", choices=FORMATS, default="table",
+                       help="table (default: lines for a terminal) or json (on stdout; "
+                            "progress goes to stderr)")
 
     def network(p):
         p.add_argument("--jobs", type=int, default=manifest.DEFAULT_JOBS,
@@ -66,17 +82,13 @@ class _Context:
             from ..loader import load_inventory
 
             inventory = load_inventory(args.inventory)
-            name = args.host or _local_host(inventory)
-            if name not in inventory.hosts:
-                raise SystemExit(f"genai-models: no host {name!r} in {inventory.path}; "
-                                 f"hosts: {', '.join(inventory.hosts)}")
+            name = _host(args.limit, inventory)
             self.settings = inventory.hosts[name]
             self.tokens = {k: v.unmask() for k, v in (self.settings.get("secrets") or {}).items()
                            if k in downloader.TOKEN_NAMES}
         except InventoryError as exc:
             if args.inventory or args.command == "sync" or not args.models_dir:
-                print(exc.render(), file=sys.stderr)
-                raise SystemExit(2) from None
+                raise
             inventory_error = exc
         if inventory_error is not None:  # fetch/migrate with --models-dir: secrets only
             from ..loader import inventory_path
@@ -96,64 +108,123 @@ class _Context:
                                  or endpoints.get("civitai") or downloader.CIVITAI_ENDPOINT)
 
 
-def _local_host(inventory) -> str:
+def _host(limit: list[str] | None, inventory) -> str:
+    """The one host `--limit` names, else the local one, else the only one."""
+    names = exitcodes.hosts_option(limit)
+    if len(names) > 1:
+        raise UsageError(f"--limit: one host, not {len(names)} (genai-models works on the "
+                         "machine it runs on)")
+    if names:
+        if names[0] not in inventory.hosts:
+            raise UsageError(f"unknown host in --limit: {names[0]}; the inventory has "
+                             f"{', '.join(inventory.hosts)}")
+        return names[0]
     local = [n for n, s in inventory.hosts.items() if s["connection"]["type"] == "local"]
     if local:
         return local[0]
     if len(inventory.hosts) == 1:
         return next(iter(inventory.hosts))
-    raise SystemExit("genai-models: the inventory has several hosts and none is local; "
-                     "pick one with --host")
+    raise UsageError("the inventory has several hosts and none is local; pick one with "
+                     "--limit HOST")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    context = _Context(args)
-    if not context.models_dir:
-        print("genai-models: no models_dir: give --models-dir", file=sys.stderr)
-        return 2
     try:
-        if args.command == "migrate":
-            return _migrate(args, context)
-        if args.command == "fetch":
-            spec = {"url": args.url, "folder": args.folder}
-            if args.sha256:
-                spec["sha256"] = args.sha256.lower()
-            if args.name:
-                spec["name"] = args.name
-            specs = [spec]
-        else:
-            specs = manifest.specs_from_settings(context.settings)
-            if args.manifest:
-                specs += manifest.load_manifest_file(args.manifest)
-            if not specs:
-                print("models: none listed")
-                return 0
-        result = downloader.sync(specs, context.models_dir, uid=context.uid, gid=context.gid,
-                                 tokens=context.tokens, hf_endpoint=context.hf_endpoint,
-                                 civitai_endpoint=context.civitai_endpoint, jobs=args.jobs)
+        return _run(args)
+    except UsageError as exc:
+        return exitcodes.usage_error(PROG, str(exc))
     except InventoryError as exc:
         print(exc.render(), file=sys.stderr)
-        return 2
+        return exitcodes.ERROR
     except downloader.DownloadError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    return 0 if result.ok else 1
+        return exitcodes.ERROR
 
 
-def _migrate(args, context) -> int:
-    if args.delete_source and not args.apply:
-        print("genai-models: --delete-source needs --apply", file=sys.stderr)
-        return 2
+def _run(args) -> int:
+    if getattr(args, "delete_source", False) and not args.apply:
+        raise UsageError("--delete-source needs --apply")
+    context = _Context(args)
+    if not context.models_dir:
+        raise UsageError("no models_dir: give --models-dir")
+    progress = downloader.Progress(sys.stderr if args.format == "json" else None)
+    if args.command == "migrate":
+        return _migrate(args, context, progress)
+    if args.command == "fetch":
+        spec = {"url": args.url, "folder": args.folder}
+        if args.sha256:
+            spec["sha256"] = args.sha256.lower()
+        if args.name:
+            spec["name"] = args.name
+        specs = [spec]
+    else:
+        specs = manifest.specs_from_settings(context.settings)
+        if args.manifest:
+            specs += manifest.load_manifest_file(args.manifest)
+    if not specs:
+        result = downloader.Result()
+        progress.say("models: none listed")
+    else:
+        result = downloader.sync(specs, context.models_dir, uid=context.uid, gid=context.gid,
+                                 tokens=context.tokens, hf_endpoint=context.hf_endpoint,
+                                 civitai_endpoint=context.civitai_endpoint, jobs=args.jobs,
+                                 progress=progress)
+    code = exitcodes.OK if result.ok else exitcodes.ERROR
+    if args.format == "json":
+        _print_json(_sync_json(args.command, context.models_dir, result, code))
+    return code
+
+
+def _sync_json(command: str, models_dir: str, result, code: int) -> dict:
+    return {"command": command, "models_dir": models_dir, "exit_code": code,
+            "present": result.present,
+            "fetched": [{"file": rel, "bytes": size} for rel, size in result.fetched],
+            "failed": [{"file": rel, "error": why} for rel, why in result.failed],
+            "resolved": result.resolved, "owner_mode_fixed": result.fixed}
+
+
+def _print_json(document: dict) -> None:
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+def _migrate(args, context, progress) -> int:
+    if not os.path.isdir(args.source):
+        raise UsageError(f"{args.source}: no such folder (a webui root or its models folder)")
     the_plan = migrate.plan(args.source, context.models_dir)
-    print(the_plan.render())
+    problems = bool(the_plan.conflicts) or not the_plan.fits
+    summary = None
+    if args.format == "table":
+        print(the_plan.render())
     if not args.apply:
-        print("nothing copied: run again with --apply to copy (sources are kept unless "
-              "--delete-source)")
-        return 0 if the_plan.fits else 1
-    summary = migrate.apply(the_plan, delete_source=args.delete_source, uid=context.uid,
-                            gid=context.gid)
-    return 0 if not summary["conflicts"] else 1
+        progress.say("nothing copied: run again with --apply to copy (sources are kept unless "
+                     "--delete-source)")
+    elif the_plan.fits:
+        summary = migrate.apply(the_plan, delete_source=args.delete_source, uid=context.uid,
+                                gid=context.gid, progress=progress)
+    code = exitcodes.FOUND if problems else exitcodes.OK
+    if args.format == "json":
+        _print_json(_plan_json(the_plan, summary, code))
+    if args.apply and not the_plan.fits:
+        raise downloader.DownloadError(f"not enough free space in {the_plan.models_dir}: "
+                                       "nothing copied")
+    return code
+
+
+def _plan_json(the_plan, summary: dict | None, code: int) -> dict:
+    def source(path) -> str:
+        return str(path.relative_to(the_plan.source))
+
+    return {"command": "migrate", "source": str(the_plan.source),
+            "models_dir": str(the_plan.models_dir), "exit_code": code,
+            "moves": [{"source": source(m.source), "dest": m.rel, "bytes": m.size,
+                       "duplicate_of": str(m.duplicate_of) if m.duplicate_of else None,
+                       "already_there": m.already} for m in the_plan.moves],
+            "conflicts": [{"source": source(m.source), "why": why}
+                          for m, why in the_plan.conflicts],
+            "skipped": [{"source": source(path), "why": why} for path, why in the_plan.skipped],
+            "bytes_to_copy": the_plan.bytes_to_copy, "free_bytes": the_plan.free,
+            "fits": the_plan.fits, "applied": summary}
 
 
 if __name__ == "__main__":

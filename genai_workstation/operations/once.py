@@ -3,6 +3,9 @@
 pyinfra 3.10 keeps no fact cache: every ``host.get_fact`` is a remote command. With ``-y`` it runs
 each operation's generator when executing, so an operation the workstation step evaluates while
 preparing the run (to refuse a host before anything changes) would read its facts twice.
+
+A read-only run (`read_only_run`: genai-drift, prepared and never executed) reads every fact at
+most once per host: the plan and the state checks share what was read.
 """
 
 from __future__ import annotations
@@ -61,10 +64,90 @@ def passed_at_prepare() -> bool:
 
 
 _PREFETCHED = "_genai_prefetched_facts"
+_READ_ONLY = "_genai_read_only_run"
+_MEMOS = "_genai_read_only_memos"
 
 
-def _key(fact_cls, kwargs: dict):
-    return (fact_cls, repr(sorted(kwargs.items())))
+def _key(fact_cls, kwargs: dict, args: tuple = ()):
+    return (fact_cls, repr(args), repr(sorted(kwargs.items())))
+
+
+def _prefetched() -> dict:
+    memo = getattr(host, _PREFETCHED, None)
+    if memo is None:
+        memo = {}
+        setattr(host, _PREFETCHED, memo)
+    return memo
+
+
+def read_only() -> bool:
+    return bool(getattr(host, _READ_ONLY, False))
+
+
+def read_only_run() -> None:
+    """Declare the current host's run read-only: prepared, never executed (genai-drift).
+
+    Nothing changes the host until the run ends, so from now on every fact is read once:
+    ``host.get_fact``, `prefetch` and `read_facts_once` answer from the facts already read.
+    """
+    if read_only():
+        return
+    memo = _prefetched()
+    read = host.get_fact  # the host's own method, bound now
+
+    def get_fact(fact_cls, *args, **kwargs):
+        key = _key(fact_cls, kwargs, args)
+        if key not in memo:
+            memo[key] = read(fact_cls, *args, **kwargs)
+        return memo[key]
+
+    host.get_fact = get_fact  # this host object only
+    setattr(host, _READ_ONLY, True)
+
+
+def read_only_memo(name: str) -> dict | None:
+    """A dict kept for the current host while its run is read-only (None otherwise): for
+    results derived from host data and facts alone, e.g. a rendered stack."""
+    if not read_only():
+        return None
+    memos = getattr(host, _MEMOS, None)
+    if memos is None:
+        memos = {}
+        setattr(host, _MEMOS, memos)
+    return memos.setdefault(name, {})
+
+
+def in_parallel(*calls) -> list:
+    """Run these calls at once, each in a greenlet with the current host and config (their
+    remote commands overlap on the host's one SSH connection); their results, in order."""
+    import gevent
+    from pyinfra.context import ctx_config, ctx_host
+
+    current_host, config = ctx_host.get(), ctx_config.get()
+
+    def run(call):
+        with ctx_host.use(current_host), ctx_config.use(config):
+            return call()
+
+    greenlets = [gevent.spawn(run, call) for call in calls]
+    gevent.joinall(greenlets, raise_error=True)
+    return [greenlet.value for greenlet in greenlets]
+
+
+def read_facts_once(specs: list[tuple[type, dict]]) -> list:
+    """``facts_batch.read_facts(specs)``; in a read-only run, only the facts not read yet are
+    read (in one command) and the others answered from memory."""
+    from genai_workstation.facts_batch import read_facts
+
+    if not read_only():
+        return read_facts(specs)
+    memo = _prefetched()
+    missing = {_key(cls, kwargs): (cls, kwargs) for cls, kwargs in specs
+               if _key(cls, kwargs) not in memo}
+    if missing:
+        values = read_facts(list(missing.values()))
+        memo.update(zip(missing, values, strict=True))
+    return [memo[_key(cls, kwargs)] for cls, kwargs in specs]
 
 
 def prefetch(specs: list[tuple[type, dict]]) -> None:
@@ -72,17 +155,19 @@ def prefetch(specs: list[tuple[type, dict]]) -> None:
     the operations that will ask for them (`cached_fact`). Call while the run is prepared,
     with the exact arguments the operations use. If the batch cannot be read, the operations
     simply read their facts themselves."""
-    from genai_workstation.facts_batch import FactReadError, read_facts
+    from genai_workstation.facts_batch import FactReadError
 
     try:
-        values = read_facts(specs)
+        read_facts_once(specs) if read_only() else _read_into_memo(specs)
     except FactReadError:
         return
-    memo = getattr(host, _PREFETCHED, None)
-    if memo is None:
-        memo = {}
-        setattr(host, _PREFETCHED, memo)
-    for (fact_cls, kwargs), value in zip(specs, values, strict=True):
+
+
+def _read_into_memo(specs: list[tuple[type, dict]]) -> None:
+    from genai_workstation.facts_batch import read_facts
+
+    memo = _prefetched()
+    for (fact_cls, kwargs), value in zip(specs, read_facts(specs), strict=True):
         memo[_key(fact_cls, kwargs)] = value
 
 

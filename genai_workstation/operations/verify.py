@@ -17,9 +17,8 @@ from facts.health import HostHealth
 from facts.packages import ForbiddenNvidiaPackages
 from facts.platform import DockerCli, Platform
 from facts.probe import WriteProbe
-from genai_workstation.facts_batch import read_facts
 from genai_workstation.findings import ERROR, SKIPPED, Finding, Report
-from genai_workstation.operations.once import read_once
+from genai_workstation.operations.once import read_facts_once, read_once
 from genai_workstation.stacks.verify import stack_findings
 from genai_workstation.verify import evaluate_workstation, workspace_paths, writable_paths
 
@@ -27,6 +26,17 @@ from genai_workstation.verify import evaluate_workstation, workspace_paths, writ
 def read_workstation_facts(data) -> dict:
     """Every fact the workstation checks need, read now, in one remote command."""
     platform = read_once(Platform)  # kernel, distribution, init: no run changes them
+    specs = workstation_fact_specs(data, platform)
+    facts = dict(zip(specs, read_facts_once(list(specs.values())), strict=True))
+    facts.setdefault("gpus", None)
+    facts.setdefault("forbidden", [])
+    facts["platform"] = platform
+    facts["controller_epoch"] = None if host.name == "@local" else int(time.time())
+    return facts
+
+
+def workstation_fact_specs(data, platform: dict) -> dict[str, tuple[type, dict]]:
+    """{name: (fact class, arguments)} of what the workstation checks read."""
     specs = {
         "docker_cli": (DockerCli, {}),
         "daemon_json": (DaemonJson, {}),
@@ -40,12 +50,7 @@ def read_workstation_facts(data) -> dict:
         specs["gpus"] = (NvidiaGpus, {})
     if platform.get("wsl"):
         specs["forbidden"] = (ForbiddenNvidiaPackages, {})
-    facts = dict(zip(specs, read_facts(list(specs.values())), strict=True))
-    facts.setdefault("gpus", None)
-    facts.setdefault("forbidden", [])
-    facts["platform"] = platform
-    facts["controller_epoch"] = None if host.name == "@local" else int(time.time())
-    return facts
+    return specs
 
 
 @operation(is_idempotent=True)
@@ -66,19 +71,7 @@ def verified(stack_specs: list[dict] | None = None, workstation: bool = True):
 
     name = host.data.get("workstation_name") or host.name
     data = host.data.dict()
-    checks = [("workstation", lambda: evaluate_workstation(name, data,
-                                                          read_workstation_facts(data)))]
-    checks = checks if workstation else []
-    checks += [(f"stack {spec['stack']}", lambda spec=spec: stack_findings(name, spec))
-               for spec in stack_specs or []]
-    findings = []
-    for what, check in checks:
-        try:
-            findings += check()
-        except Exception as error:  # a check that cannot run is an error finding, not a crash
-            findings.append(Finding(name, f"verification of {what}", "checks run",
-                                    f"{type(error).__name__}: {error}", "see the log above",
-                                    kind=ERROR))
+    findings = host_findings(name, data, stack_specs, workstation)
     _write_findings(data.get("findings_dir"), name, findings)
 
     failures = [f for f in findings if f.kind != SKIPPED]
@@ -90,6 +83,26 @@ def verified(stack_specs: list[dict] | None = None, workstation: bool = True):
         host.noop(f"verified: {len(findings)} notice(s), nothing wrong")
         return
     yield FunctionCommand(_fail, (failures,), {})
+
+
+def host_findings(name: str, data: dict, stack_specs: list[dict] | None = None,
+                  workstation: bool = True) -> list[Finding]:
+    """The checks of `verified`, on facts read now (a check that cannot run gives an error
+    finding, not a crash)."""
+    checks = [("workstation", lambda: evaluate_workstation(name, data,
+                                                          read_workstation_facts(data)))]
+    checks = checks if workstation else []
+    checks += [(f"stack {spec['stack']}", lambda spec=spec: stack_findings(name, spec))
+               for spec in stack_specs or []]
+    findings = []
+    for what, check in checks:
+        try:
+            findings += check()
+        except Exception as error:
+            findings.append(Finding(name, f"verification of {what}", "checks run",
+                                    f"{type(error).__name__}: {error}", "see the log above",
+                                    kind=ERROR))
+    return findings
 
 
 def _fail(state, host, failures: list[Finding]) -> bool:
