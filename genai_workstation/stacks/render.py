@@ -25,6 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import jinja2
 import yaml
@@ -61,6 +62,8 @@ FORGE_DEFAULTS = {
     "repo_url": "https://github.com/lllyasviel/stable-diffusion-webui-forge.git",
     "ref": "1b44ae22e3996b8af048f268bd076702b296b469",
 }
+# Image settings with no default: unset keeps the base image's own behaviour.
+OPTIONAL_IMAGE_SETTINGS = ("apt_mirror",)
 COMFYUI_PORT = 8188
 FORGE_PORT = 7860
 
@@ -354,8 +357,10 @@ class _BuiltinStack:
                                  "is named", "name the image to run, or set build: true")
             return image["name"], False, None
         settings = {key: image.get(key) or default for key, default in self.defaults.items()}
+        settings.update({key: image.get(key) or "" for key in OPTIONAL_IMAGE_SETTINGS})
         for key, value in settings.items():
-            if not value or any(c.isspace() or c in "\"'\\$" for c in str(value)):
+            if (key not in OPTIONAL_IMAGE_SETTINGS and not value) or any(
+                    c.isspace() or c in "\"'\\$" for c in str(value)):
                 raise StackError(f"stacks.{self.kind}.image.{key}: {value!r} cannot be used",
                                  "no spaces, quotes, backslashes or $ in image settings")
         context = self.build_context(settings)
@@ -381,6 +386,15 @@ class _BuiltinStack:
 
     def build_args(self, settings: dict) -> dict[str, str]:
         raise NotImplementedError
+
+    @staticmethod
+    def mirror_args(settings: dict) -> dict[str, str]:
+        """APT_MIRROR, and PIP_TRUSTED_HOST: the hosts of http:// package indexes (pip ignores
+        a plain-HTTP index unless its host is trusted; the inventory named it, so it is)."""
+        hosts = sorted({urlsplit(settings[key]).hostname or "" for key in
+                        ("pip_index_url", "torch_index_url")
+                        if settings[key].startswith("http://")} - {""})
+        return {"APT_MIRROR": settings["apt_mirror"], "PIP_TRUSTED_HOST": " ".join(hosts)}
 
     def check_extra_args(self, app: _App, forbidden: tuple[str, ...]) -> list[str]:
         extra = [str(a) for a in app.spec.get("extra_args") or []]
@@ -521,7 +535,7 @@ class _ComfyUI(_BuiltinStack):
         return {
             "BASE_IMAGE": settings["base_image"], "TORCH_INDEX_URL": settings["torch_index_url"],
             "PIP_INDEX_URL": settings["pip_index_url"], "COMFYUI_REPO": settings["repo_url"],
-            "COMFYUI_REF": settings["ref"],
+            "COMFYUI_REF": settings["ref"], **self.mirror_args(settings),
         }
 
     def custom_nodes(self) -> str:
@@ -590,7 +604,7 @@ class _Forge(_BuiltinStack):
         return {
             "BASE_IMAGE": settings["base_image"], "TORCH_INDEX_URL": settings["torch_index_url"],
             "PIP_INDEX_URL": settings["pip_index_url"], "FORGE_REPO": settings["repo_url"],
-            "FORGE_REF": settings["ref"],
+            "FORGE_REF": settings["ref"], **self.mirror_args(settings),
         }
 
     def render(self) -> RenderedStack:
