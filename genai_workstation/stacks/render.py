@@ -33,6 +33,7 @@ import yaml
 from ..checks import windows_path_reason
 from ..layout import COMFYUI_MODEL_FOLDERS, LEGACY_MODEL_FOLDERS
 from .errors import StackError
+from .forge_flags import FORGE_FLAGS, FORGE_FLAGS_REF, FORGE_REFUSED_FLAGS
 from .gpu_order import cuda_index
 from .proxy import auth_snippet
 
@@ -607,6 +608,23 @@ class _Forge(_BuiltinStack):
             "FORGE_REF": settings["ref"], **self.mirror_args(settings),
         }
 
+    def check_forge_flags(self, app: _App, extra: list[str]) -> None:
+        """Refuse a flag Forge does not know (it would exit at start) or cannot honour."""
+        image = self.spec.get("image") or {}
+        if image.get("build", True) is False or (image.get("ref") or FORGE_FLAGS_REF) \
+                != FORGE_FLAGS_REF:
+            return  # another Forge: its flags are not known here
+        for arg in extra:
+            flag = arg.split("=", 1)[0]
+            if flag in FORGE_REFUSED_FLAGS:
+                raise StackError(f"{app.field}.extra_args: {flag} is refused: "
+                                 f"{FORGE_REFUSED_FLAGS[flag]}", f"remove {flag}")
+            if flag.startswith("--") and flag not in FORGE_FLAGS:
+                raise StackError(
+                    f"{app.field}.extra_args: {flag} is not a flag of Forge "
+                    f"{FORGE_FLAGS_REF[:8]} (it would exit at start)",
+                    "check the spelling against `python launch.py --help` of that commit")
+
     def render(self) -> RenderedStack:
         instances = self.spec.get("instances") or []
         if not instances:
@@ -618,6 +636,7 @@ class _Forge(_BuiltinStack):
                        "/internal/ping", "/sdapi/v1/memory")
             self.resolve_gpu(app)
             extra = self.check_extra_args(app, FORBIDDEN_FLAGS["forge"])
+            self.check_forge_flags(app, extra)
             app.command = ["--skip-prepare-environment", "--skip-install",
                            "--skip-version-check", "--no-download-sd-model",
                            "--listen", "--port", str(FORGE_PORT), "--api",
