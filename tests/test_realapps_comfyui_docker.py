@@ -162,3 +162,35 @@ def test_idle_unload_sidecar_calls_the_real_free_endpoint(docker_engine, comfyui
             break
         time.sleep(5)
     assert "POST /free -> 200" in logs, logs
+
+
+def test_broken_config_is_rolled_back_while_the_real_app_keeps_serving(docker_engine, comfyui):
+    """An unknown flag (ComfyUI's argparse exits 2) never becomes healthy: the previous real
+    config comes back, and ComfyUI answers again."""
+    stack_dir = comfyui["workspace"] / "stacks" / "comfyui"
+    deployed = (stack_dir / lc.DEPLOYED_HASH_FILE).read_text().strip()
+    broken = json.loads(json.dumps(comfyui["inventory"]))
+    broken["hosts"]["local"]["stacks"]["comfyui"]["extra_args"] = ["--no-such-flag"]
+    failed = _deploy(docker_engine, broken, comfyui["tmp"])
+    assert failed.returncode != 0
+    assert "ROLLED BACK stack comfyui" in failed.stderr, failed.describe()
+    assert "unrecognized arguments: --no-such-flag" in failed.stderr
+    assert (stack_dir / lc.DEPLOYED_HASH_FILE).read_text().strip() == deployed
+    assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/system_stats")[0] == 200
+    again = _deploy(docker_engine, comfyui["inventory"], comfyui["tmp"]).check()
+    assert _changed(again) == [], again.describe()
+
+
+def test_failed_build_shows_its_step_and_the_running_stack_keeps_serving(docker_engine, comfyui):
+    """A ref the mirror does not have: the build fails at its git step, the run prints that
+    step and git's error, and the ComfyUI that was running still answers (build before up)."""
+    stack_dir = comfyui["workspace"] / "stacks" / "comfyui"
+    deployed = (stack_dir / lc.DEPLOYED_HASH_FILE).read_text().strip()
+    broken = json.loads(json.dumps(comfyui["inventory"]))
+    broken["hosts"]["local"]["stacks"]["comfyui"]["image"]["ref"] = "v0.0.0-no-such-ref"
+    failed = _deploy(docker_engine, broken, comfyui["tmp"])
+    assert failed.returncode != 0
+    assert 'checkout --detach "${COMFYUI_REF}"' in failed.stderr, failed.describe()
+    assert "v0.0.0-no-such-ref" in failed.stderr and "returned a non-zero code" in failed.stderr
+    assert (stack_dir / lc.DEPLOYED_HASH_FILE).read_text().strip() == deployed
+    assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/system_stats")[0] == 200
