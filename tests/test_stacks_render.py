@@ -490,7 +490,8 @@ def test_rendered_dockerfile_carries_inventory_settings(tmp_path):
     assert "ARG COMFYUI_REF=v0.3.75" in dockerfile
     assert f"ARG BUILD_HASH={build.build_hash}" in dockerfile
     assert build.tag == f"genai-workstation/comfyui:{build.build_hash[:12]}"
-    assert set(build.files) == {"Dockerfile", "custom-nodes.txt", "extra_model_paths.yaml"}
+    assert set(build.files) == {"Dockerfile", "apt-mirror.sh", "custom-nodes.txt",
+                               "extra_model_paths.yaml"}
     assert "https://github.com/ltdrdata/ComfyUI-Manager 3.30 ComfyUI-Manager" in \
         build.files["custom-nodes.txt"].content
     paths = yaml.safe_load(build.files["extra_model_paths.yaml"].content)["genai_workstation"]

@@ -383,7 +383,8 @@ class _BuiltinStack:
         return tag, True, build
 
     def build_context(self, settings: dict) -> dict[str, RenderedFile]:
-        return {"Dockerfile": RenderedFile(self.renderer.read(f"{self.kind}/Dockerfile"))}
+        return {"Dockerfile": RenderedFile(self.renderer.read(f"{self.kind}/Dockerfile")),
+                "apt-mirror.sh": RenderedFile(self.renderer.read("common/apt-mirror.sh"))}
 
     def build_args(self, settings: dict) -> dict[str, str]:
         raise NotImplementedError
