@@ -11,6 +11,7 @@ Skipped, with the reason, where ../shared/upstream (GENAI_UPSTREAM_DIR) is absen
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -90,7 +91,11 @@ def comfyui(docker_engine, mirror, tmp_path_factory):
 
 
 def test_real_comfyui_converges_healthy_then_zero_changes(docker_engine, comfyui):
-    assert any("Stack comfyui" in name for name in _changed(comfyui["first"]))
+    first = comfyui["first"]
+    assert any("Stack comfyui" in name for name in _changed(first))
+    if "genai: built genai-workstation/comfyui:" in first.stderr:  # not when the image was cached
+        assert re.search(r"genai: build genai-workstation/comfyui:\w+ \[\d+ s\] Step 1/\d+ :",
+                         first.stderr), first.stderr[-3000:]
     again = _deploy(docker_engine, comfyui["inventory"], comfyui["tmp"]).check()
     assert _changed(again) == [], again.describe()
     status, body = docker_engine.http_get(f"http://127.0.0.1:{PORT}/system_stats")
@@ -190,7 +195,9 @@ def test_failed_build_shows_its_step_and_the_running_stack_keeps_serving(docker_
     broken["hosts"]["local"]["stacks"]["comfyui"]["image"]["ref"] = "v0.0.0-no-such-ref"
     failed = _deploy(docker_engine, broken, comfyui["tmp"])
     assert failed.returncode != 0
-    assert 'checkout --detach "${COMFYUI_REF}"' in failed.stderr, failed.describe()
+    assert "genai: image build FAILED for genai-workstation/comfyui:" in failed.stderr
+    assert 'at: Step' in failed.stderr and 'checkout --detach "${COMFYUI_REF}"' in failed.stderr
+    assert "--- last 30 lines of the build log ---" in failed.stderr, failed.describe()
     assert "v0.0.0-no-such-ref" in failed.stderr and "returned a non-zero code" in failed.stderr
     assert (stack_dir / lc.DEPLOYED_HASH_FILE).read_text().strip() == deployed
     assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/system_stats")[0] == 200

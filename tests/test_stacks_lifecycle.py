@@ -6,6 +6,7 @@ The same behaviour against a real engine is in test_stacks_lifecycle_docker.py.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -250,3 +251,31 @@ def test_image_label_history_device_secret_files():
                      "/b": None}
     command = SecretFiles().command(["/a"], "salt")
     assert "sha256sum" in command and "cat" in command
+
+
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_build_script_prints_steps_with_elapsed_time_and_the_log_tail_on_failure(tmp_path,
+                                                                                 exit_code):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text("#!/bin/sh\necho 'Step 1/2 : FROM base'\necho ' ---> abc'\n"
+                      "echo 'Step 2/2 : RUN pip install torch'\necho 'ERROR: no torch here'\n"
+                      f"exit {exit_code}\n")
+    docker.chmod(0o755)
+    build = {"tag": "genai-workstation/comfyui:0123", "labels": {"genai.build-hash": "h"}}
+    script = lc.build_script(build, str(tmp_path / "stacks" / "comfyui-bs-test"))
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert result.returncode == exit_code
+    steps = [line for line in result.stdout.splitlines() if "] Step " in line]
+    assert len(steps) == 2 and re.match(
+        r"genai: build genai-workstation/comfyui:0123 \[\d+ s\] Step 1/2 : FROM base", steps[0])
+    assert "ERROR: no torch here" not in result.stdout  # the full log is not printed...
+    if exit_code:  # ...except its tail, after the failing step
+        assert "image build FAILED for genai-workstation/comfyui:0123" in result.stderr
+        assert "at: Step 2/2 : RUN pip install torch" in result.stderr
+        assert "ERROR: no torch here" in result.stderr
+    else:
+        assert "genai: built genai-workstation/comfyui:0123 in" in result.stdout
+        assert result.stderr == ""

@@ -217,6 +217,16 @@ def app_gpu_problems(stack: str, project_dir: str, checks) -> list[str]:
     return problems
 
 
+class LiveCommand(StringCommand):
+    """A shell command whose output pyinfra prints as it comes, at any verbosity (pyinfra shows
+    a command's output only at -vvv, or after it failed; an image build takes minutes)."""
+
+    def execute(self, state, host, connector_arguments):
+        connector_arguments.update(self.connector_arguments)
+        return host.run_shell_command(self, print_output=True, print_input=state.print_input,
+                                      **connector_arguments)
+
+
 @operation()
 def converge(stack: str, rendered, project_dir: str, user: str = "genai", group: str = "",
              uid: int = 1000, gid: int = 1000, health_timeout: int = 300, history_keep: int = 5,
@@ -277,7 +287,7 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
     yield from cmds
 
     if decision.build:
-        yield StringCommand(*lc.build_argv(build, project_dir))
+        yield LiveCommand(lc.build_script(build, project_dir))
 
     if decision.up:
         # A config change with nothing healthy before it still rolls back to the snapshot.

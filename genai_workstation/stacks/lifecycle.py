@@ -22,6 +22,7 @@ Layout of a deployed stack (``<workspace>/stacks/<name>/``)::
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -256,6 +257,33 @@ def build_argv(build: dict, project_dir: str) -> list[str]:
     for key, value in sorted((build.get("build_args") or {}).items()):
         argv += ["--build-arg", f"{key}={value}"]
     return argv + [f"{project_dir.rstrip('/')}/{build.get('context') or 'build'}"]
+
+
+BUILD_LOG_LINES = 30
+
+
+def build_script(build: dict, project_dir: str) -> str:
+    """sh: ``docker build`` with its full log in ``/tmp/genai-build-<stack>.log`` and, on stdout,
+    one progress line per build step (``genai: build <tag> [<elapsed> s] Step 3/24 : ...``);
+    on failure, the failing step and the last BUILD_LOG_LINES lines of the log on stderr.
+    The build runs before ``up``: a failed build leaves the running stack as it was."""
+    log = q(f"/tmp/genai-build-{posixpath.basename(project_dir.rstrip('/'))}.log")
+    tag = _sh_text(build["tag"])
+    argv = " ".join(q(a) for a in build_argv(build, project_dir))
+    return (
+        f"start=$(date +%s); rcfile=$(mktemp); "
+        f"{{ {argv} 2>&1; echo $? > \"$rcfile\"; }} | tee {log} | "
+        "while IFS= read -r line; do case \"$line\" in 'Step '*) "
+        f"echo \"genai: build {tag} [$(( $(date +%s) - start )) s] $(printf %s \"$line\" "
+        "| cut -c1-100)\";; esac; done; "
+        "rc=$(cat \"$rcfile\"); rm -f \"$rcfile\"; "
+        f"if [ \"$rc\" != 0 ]; then "
+        f"echo \"genai: image build FAILED for {tag} after $(( $(date +%s) - start )) s at: "
+        f"$(grep '^Step ' {log} | tail -n 1 | cut -c1-200)\" >&2; "
+        f"echo '--- last {BUILD_LOG_LINES} lines of the build log ---' >&2; "
+        f"tail -n {BUILD_LOG_LINES} {log} >&2; exit \"$rc\"; fi; "
+        f"echo \"genai: built {tag} in $(( $(date +%s) - start )) s\""
+    )
 
 
 def gpu_mismatch(expected: str | None, seen: str | None) -> str | None:
