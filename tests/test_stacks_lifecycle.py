@@ -6,6 +6,7 @@ The same behaviour against a real engine is in test_stacks_lifecycle_docker.py.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -410,3 +411,34 @@ def test_build_script_names_a_full_disk_and_restores_the_folder(tmp_path):
     assert "rm -f 0a1b2c3d4e5f" in calls.read_text()  # the failed step's container
     assert (stack / "compose.yaml").read_text() == "deployed\n"
     assert "the running containers were not touched" in run.stderr
+
+
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_build_script_prints_steps_with_elapsed_time_and_the_log_tail_on_failure(tmp_path,
+                                                                                 exit_code):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text("#!/bin/sh\necho 'Step 1/2 : FROM base'\necho ' ---> abc'\n"
+                      "echo 'Step 2/2 : RUN pip install torch'\necho 'ERROR: no torch here'\n"
+                      f"exit {exit_code}\n")
+    docker.chmod(0o755)
+    build = {"tag": "genai-workstation/comfyui:0123", "labels": {"genai.build-hash": "h"}}
+    (tmp_path / "stacks" / "comfyui").mkdir(parents=True)
+    script = lc.build_script(name="comfyui", project_dir=str(tmp_path / "stacks" / "comfyui"),
+                             build=build, restore_to=None)
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert result.returncode == exit_code
+    steps = [line for line in result.stdout.splitlines() if "] Step " in line]
+    assert len(steps) == 2 and re.match(
+        r"genai: build genai-workstation/comfyui:0123 \[\d+ s\] Step 1/2 : FROM base", steps[0])
+    assert "ERROR: no torch here" not in result.stdout  # the full log is not printed...
+    if exit_code:  # ...except its tail, after the failing step
+        assert "image build FAILED for genai-workstation/comfyui:0123" in result.stderr
+        assert "at: Step 2/2 : RUN pip install torch" in result.stderr
+        assert "ERROR: no torch here" in result.stderr
+    else:
+        assert "genai: built genai-workstation/comfyui:0123 in" in result.stdout
+        assert result.stderr == ""
+        assert not (tmp_path / "stacks" / "comfyui" / ".genai/tmp/build.log").exists()

@@ -131,7 +131,7 @@ def test_expose_with_auth_publishes_only_the_proxy(tmp_path):
     assert stack.auth_checks == [{"protects": "comfyui", "proxy_port": 8080,
                                   "url": "http://127.0.0.1:8443/"}]
     assert [h["service"] for h in stack.health] == ["comfyui"]
-    assert set(stack.health[0]) == {"service", "url", "gpu_url"}
+    assert set(stack.health[0]) == {"service", "url", "gpu_url", "writable"}
 
 
 def test_forge_instances_mixed_exposure(tmp_path):
@@ -499,7 +499,8 @@ def test_rendered_dockerfile_carries_inventory_settings(tmp_path):
     assert "ARG COMFYUI_REF=v0.3.75" in dockerfile
     assert f"ARG BUILD_HASH={build.build_hash}" in dockerfile
     assert build.tag == f"genai-workstation/comfyui:{build.build_hash[:12]}"
-    assert set(build.files) == {"Dockerfile", "custom-nodes.txt", "extra_model_paths.yaml"}
+    assert set(build.files) == {"Dockerfile", "apt-mirror.sh", "custom-nodes.txt",
+                               "extra_model_paths.yaml"}
     assert "https://github.com/ltdrdata/ComfyUI-Manager 3.30 ComfyUI-Manager" in \
         build.files["custom-nodes.txt"].content
     paths = yaml.safe_load(build.files["extra_model_paths.yaml"].content)["genai_workstation"]
@@ -658,3 +659,33 @@ def test_idle_unload_sidecar_frees_models_once_after_idle_time():
         output = process.communicate(timeout=10)[0].decode()
         server.shutdown()
     assert _FakeComfy.frees == [("/free", {"unload_models": True, "free_memory": True})], output
+
+
+# ------------------------------------------------------------------------------ image mirrors
+
+
+@pytest.mark.parametrize("stack_name", ["comfyui", "forge"])
+def test_mirror_settings_become_the_dockerfile_arg_defaults(tmp_path, stack_name):
+    body = (COMFY.replace('gpu: "RTX 3090"', "gpu: none") if stack_name == "comfyui" else
+            FORGE.replace('gpu: "RTX 3080", ', "").replace(', gpu: "RTX 3090"', ""))
+    image = ("        image: {apt_mirror: 'http://mirror.lan:3142', "
+             "pip_index_url: 'http://pypi.lan/simple', "
+             "torch_index_url: 'https://torch.lan/whl/cpu'}\n")
+    where = "      comfyui:\n" if stack_name == "comfyui" else "      forge:\n"
+    data = load(tmp_path, "    gpu: {mode: none}\n" + body.replace(where, where + image))
+    dockerfile = render_stack(stack_name, data, {}).files["build/Dockerfile"].content
+    assert "ARG APT_MIRROR=http://mirror.lan:3142\n" in dockerfile
+    assert "ARG PIP_INDEX_URL=http://pypi.lan/simple\n" in dockerfile
+    assert "ARG PIP_TRUSTED_HOST=pypi.lan\n" in dockerfile  # http:// only: torch.lan is https
+    default = render_stack(stack_name, load(tmp_path, "    gpu: {mode: none}\n" + body), {})
+    assert "ARG APT_MIRROR=\n" in default.files["build/Dockerfile"].content
+    assert "ARG PIP_TRUSTED_HOST=\n" in default.files["build/Dockerfile"].content
+
+
+def test_comfyui_ref_and_custom_nodes_come_after_the_torch_layer():
+    """A new ComfyUI ref or custom node must not rebuild (re-download) PyTorch: every line that
+    changes with them comes after the torch install in files/comfyui/Dockerfile."""
+    lines = (Path(__file__).parents[1] / "files/comfyui/Dockerfile").read_text().splitlines()
+    torch = next(i for i, line in enumerate(lines) if "torch torchvision" in line)
+    for marker in ("ARG COMFYUI_REPO", "ARG COMFYUI_REF", "COPY custom-nodes.txt"):
+        assert next(i for i, line in enumerate(lines) if line.startswith(marker)) > torch

@@ -222,6 +222,16 @@ def app_gpu_problems(stack: str, project_dir: str, checks) -> list[str]:
     return problems
 
 
+class LiveCommand(StringCommand):
+    """A shell command whose output pyinfra prints as it comes, at any verbosity (pyinfra shows
+    a command's output only at -vvv, or after it failed; an image build takes minutes)."""
+
+    def execute(self, state, host, connector_arguments):
+        connector_arguments.update(self.connector_arguments)
+        return host.run_shell_command(self, print_output=True, print_input=state.print_input,
+                                      **connector_arguments)
+
+
 @operation()
 def converge(stack: str, rendered, project_dir: str, user: str = "genai", group: str = "",
              uid: int = 1000, gid: int = 1000, health_timeout: int = 300, history_keep: int = 5,
@@ -279,10 +289,10 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
     yield from cmds
 
     if decision.build:
-        # a failed build (a full disk...) leaves the running containers as they are and puts
-        # the stack folder back to the deployed config
-        yield StringCommand(lc.build_script(name=stack, project_dir=project_dir, build=build,
-                                            restore_to=decision.snapshot_name))
+        # progress lines as the build runs; a failed build (a full disk...) leaves the running
+        # containers as they are and puts the stack folder back to the deployed config
+        yield LiveCommand(lc.build_script(name=stack, project_dir=project_dir, build=build,
+                                          restore_to=decision.snapshot_name))
 
     if decision.up or decision.verify:
         # A config that does not become healthy, or fails a check, is replaced by the last

@@ -25,6 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import jinja2
 import yaml
@@ -32,6 +33,7 @@ import yaml
 from ..checks import windows_path_reason
 from ..layout import COMFYUI_MODEL_FOLDERS, LEGACY_MODEL_FOLDERS
 from .errors import StackError
+from .forge_flags import FORGE_FLAGS, FORGE_FLAGS_REF, FORGE_REFUSED_FLAGS
 from .gpu_order import cuda_index
 from .proxy import auth_snippet
 
@@ -61,6 +63,8 @@ FORGE_DEFAULTS = {
     "repo_url": "https://github.com/lllyasviel/stable-diffusion-webui-forge.git",
     "ref": "1b44ae22e3996b8af048f268bd076702b296b469",
 }
+# Image settings with no default: unset keeps the base image's own behaviour.
+OPTIONAL_IMAGE_SETTINGS = ("apt_mirror",)
 COMFYUI_PORT = 8188
 FORGE_PORT = 7860
 
@@ -358,8 +362,10 @@ class _BuiltinStack:
                                  "is named", "name the image to run, or set build: true")
             return image["name"], False, None
         settings = {key: image.get(key) or default for key, default in self.defaults.items()}
+        settings.update({key: image.get(key) or "" for key in OPTIONAL_IMAGE_SETTINGS})
         for key, value in settings.items():
-            if not value or any(c.isspace() or c in "\"'\\$" for c in str(value)):
+            if (key not in OPTIONAL_IMAGE_SETTINGS and not value) or any(
+                    c.isspace() or c in "\"'\\$" for c in str(value)):
                 raise StackError(f"stacks.{self.kind}.image.{key}: {value!r} cannot be used",
                                  "no spaces, quotes, backslashes or $ in image settings")
         context = self.build_context(settings)
@@ -381,10 +387,20 @@ class _BuiltinStack:
         return tag, True, build
 
     def build_context(self, settings: dict) -> dict[str, RenderedFile]:
-        return {"Dockerfile": RenderedFile(self.renderer.read(f"{self.kind}/Dockerfile"))}
+        return {"Dockerfile": RenderedFile(self.renderer.read(f"{self.kind}/Dockerfile")),
+                "apt-mirror.sh": RenderedFile(self.renderer.read("common/apt-mirror.sh"))}
 
     def build_args(self, settings: dict) -> dict[str, str]:
         raise NotImplementedError
+
+    @staticmethod
+    def mirror_args(settings: dict) -> dict[str, str]:
+        """APT_MIRROR, and PIP_TRUSTED_HOST: the hosts of http:// package indexes (pip ignores
+        a plain-HTTP index unless its host is trusted; the inventory named it, so it is)."""
+        hosts = sorted({urlsplit(settings[key]).hostname or "" for key in
+                        ("pip_index_url", "torch_index_url")
+                        if settings[key].startswith("http://")} - {""})
+        return {"APT_MIRROR": settings["apt_mirror"], "PIP_TRUSTED_HOST": " ".join(hosts)}
 
     def check_extra_args(self, app: _App, forbidden: tuple[str, ...]) -> list[str]:
         extra = [str(a) for a in app.spec.get("extra_args") or []]
@@ -510,7 +526,7 @@ class _ComfyUI(_BuiltinStack):
         return {
             "BASE_IMAGE": settings["base_image"], "TORCH_INDEX_URL": settings["torch_index_url"],
             "PIP_INDEX_URL": settings["pip_index_url"], "COMFYUI_REPO": settings["repo_url"],
-            "COMFYUI_REF": settings["ref"],
+            "COMFYUI_REF": settings["ref"], **self.mirror_args(settings),
         }
 
     def custom_nodes(self) -> str:
@@ -579,8 +595,25 @@ class _Forge(_BuiltinStack):
         return {
             "BASE_IMAGE": settings["base_image"], "TORCH_INDEX_URL": settings["torch_index_url"],
             "PIP_INDEX_URL": settings["pip_index_url"], "FORGE_REPO": settings["repo_url"],
-            "FORGE_REF": settings["ref"],
+            "FORGE_REF": settings["ref"], **self.mirror_args(settings),
         }
+
+    def check_forge_flags(self, app: _App, extra: list[str]) -> None:
+        """Refuse a flag Forge does not know (it would exit at start) or cannot honour."""
+        image = self.spec.get("image") or {}
+        if image.get("build", True) is False or (image.get("ref") or FORGE_FLAGS_REF) \
+                != FORGE_FLAGS_REF:
+            return  # another Forge: its flags are not known here
+        for arg in extra:
+            flag = arg.split("=", 1)[0]
+            if flag in FORGE_REFUSED_FLAGS:
+                raise StackError(f"{app.field}.extra_args: {flag} is refused: "
+                                 f"{FORGE_REFUSED_FLAGS[flag]}", f"remove {flag}")
+            if flag.startswith("--") and flag not in FORGE_FLAGS:
+                raise StackError(
+                    f"{app.field}.extra_args: {flag} is not a flag of Forge "
+                    f"{FORGE_FLAGS_REF[:8]} (it would exit at start)",
+                    "check the spelling against `python launch.py --help` of that commit")
 
     def render(self) -> RenderedStack:
         instances = self.spec.get("instances") or []
@@ -594,6 +627,7 @@ class _Forge(_BuiltinStack):
                        writable=["/data/forge/outputs"])
             self.resolve_gpu(app)
             extra = self.check_extra_args(app, FORBIDDEN_FLAGS["forge"])
+            self.check_forge_flags(app, extra)
             app.command = ["--skip-prepare-environment", "--skip-install",
                            "--skip-version-check", "--no-download-sd-model",
                            "--listen", "--port", str(FORGE_PORT), "--api",

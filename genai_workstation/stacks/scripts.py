@@ -219,13 +219,19 @@ def up_script(*, name: str, project_dir: str, config_hash: str, timeout: int,
     )
 
 
+BUILD_LOG_LINES = 30
+
+
 def build_script(*, name: str, project_dir: str, build: dict, restore_to: str | None) -> str:
-    """sh: build the stack's image; on failure print the build's last lines and what went
-    wrong (a full disk named as such), remove the containers the failed build left, put the
-    stack folder back to the deployed config ``restore_to`` (the running containers are not
-    touched: they keep serving) and exit 1."""
+    """sh: build the stack's image, printing one progress line per build step
+    (``genai: build <tag> [<elapsed> s] Step 3/24 : ...``); on failure print the failing step
+    and the build log's last lines, say what went wrong (a full disk named as such), remove the
+    containers the failed build left, put the stack folder back to the deployed config
+    ``restore_to`` (the running containers are not touched: they keep serving) and exit with
+    the build's code."""
     n, tag = _sh_text(name), _sh_text(build["tag"])
     log = ".genai/tmp/build.log"
+    argv = " ".join(q(a) for a in build_argv(build, project_dir))
     space = ("root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null); "
              "free=$(df -h \"${root:-/}\" 2>/dev/null | awk 'NR==2 {print $4 \" free of \" $2}'); "
              f"echo \"genai: building image {tag} for stack {n} FAILED: no space left on device "
@@ -236,16 +242,23 @@ def build_script(*, name: str, project_dir: str, build: dict, restore_to: str | 
             f"&& echo \"genai: stack {n}: its folder holds the deployed config {restore_to} "
             "again\" >&2; fi; " if restore_to else "")
     return (
-        f"cd {q(project_dir)} || exit 1; mkdir -p .genai/tmp; "
-        f"if {' '.join(q(a) for a in build_argv(build, project_dir))} > {log} 2>&1; "
-        f"then tail -n 2 {log}; rm -f {log}; exit 0; fi; "
-        f"tail -n 40 {log} >&2; "
+        f"cd {q(project_dir)} || exit 1; mkdir -p .genai/tmp; start=$(date +%s); "
+        f"rcfile=$(mktemp); {{ {argv} 2>&1; echo $? > \"$rcfile\"; }} | tee {log} | "
+        "while IFS= read -r line; do case \"$line\" in 'Step '*) "
+        f"echo \"genai: build {tag} [$(( $(date +%s) - start )) s] $(printf %s \"$line\" "
+        "| cut -c1-100)\";; esac; done; "
+        "rc=$(cat \"$rcfile\"); rm -f \"$rcfile\"; "
+        f"if [ \"$rc\" = 0 ]; then rm -f {log}; "
+        f"echo \"genai: built {tag} in $(( $(date +%s) - start )) s\"; exit 0; fi; "
+        f"echo \"genai: image build FAILED for {tag} after $(( $(date +%s) - start )) s at: "
+        f"$(grep '^Step ' {log} | tail -n 1 | cut -c1-200)\" >&2; "
+        f"echo '--- last {BUILD_LOG_LINES} lines of the build log ---' >&2; "
+        f"tail -n {BUILD_LOG_LINES} {log} >&2; "
         # the classic builder keeps a failed step's container (and what it wrote: on a full
         # disk, the space); remove the ones this build started ("---> Running in <id>")
         f"for c in $(sed -n 's/^ *---> Running in \\([0-9a-f]*\\).*$/\\1/p' {log}); do "
         "docker rm -f \"$c\" >/dev/null 2>&1; done; "
-        f"if grep -qi 'no space left on device' {log}; then {space}; "
-        f"else echo \"genai: building image {tag} for stack {n} FAILED (its last lines are "
-        "above)\" >&2; fi; "
-        f"{back}echo \"genai: stack {n}: the running containers were not touched\" >&2; exit 1"
+        f"if grep -qi 'no space left on device' {log}; then {space}; fi; "
+        f"{back}echo \"genai: stack {n}: the running containers were not touched\" >&2; "
+        "exit \"$rc\""
     )

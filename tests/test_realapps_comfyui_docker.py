@@ -1,0 +1,203 @@
+"""The REAL ComfyUI (not the stand-in) built from files/comfyui/Dockerfile and run under the
+real lifecycle (tests/deploys/stack_lifecycle.py = the stack and verify steps of
+deploys/comfyui.py), CPU only, on the test engine (tests/harness/docker_engine.py).
+
+The build is offline, the way a user behind a mirror builds: the inventory's image settings
+(base image, apt mirror, package index, PyTorch index, git repository and ref, custom node)
+point at tests/harness/mirror.py (wheelhouse from pip, git bundles of ../shared/upstream).
+Skipped, with the reason, where ../shared/upstream (GENAI_UPSTREAM_DIR) is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from genai_workstation.stacks import lifecycle as lc
+from tests.harness import mirror as mr
+from tests.harness.pyinfra_run import run_pyinfra
+
+UPSTREAM = mr.upstream_dir()
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(UPSTREAM is None, reason=(
+        "no upstream sources: ../shared/upstream (or $GENAI_UPSTREAM_DIR) holds the git bundles "
+        "the real-app builds use on a machine that cannot reach GitHub")),
+]
+
+DEPLOY = "tests/deploys/stack_lifecycle.py"
+PORT = 18321
+UID = 1  # the workstation user of these tests: `daemon`, an existing system user
+
+
+@pytest.fixture(scope="module")
+def mirror(docker_engine, tmp_path_factory):
+    git_root = tmp_path_factory.mktemp("git")
+    requirement_files = mr.comfyui_sources(UPSTREAM, git_root)
+    wheels = mr.wheelhouse("comfyui", mr.TORCH_PINS, requirement_files)
+    mr.repack_torchvision_for_cpu(wheels)
+    with mr.serving(docker_engine, wheels, git_root) as served:
+        yield served
+
+
+def _inventory(workspace: Path, mirror, base_image: str, **comfyui) -> dict:
+    image = mr.image_settings(mirror, base_image, "ComfyUI", mr.COMFYUI_REF)
+    stack = {"port": PORT, "gpu": "none", "health_timeout": 300, "image": image,
+             "custom_nodes": [{"url": f"{mirror.url}/git/ComfyUI-Login.git",
+                               "ref": mr.LOGIN_REF}], **comfyui}
+    return {"hosts": {"local": {
+        "connection": {"type": "local"},
+        "user": {"name": "daemon", "uid": UID, "gid": 1},
+        "workspace": str(workspace), "gpu": {"mode": "none"}, "history_keep": 3,
+        "stacks": {"comfyui": stack},
+    }}}
+
+
+def _deploy(engine, inventory: dict, tmp_path: Path, *args: str):
+    return run_pyinfra(DEPLOY, inventory, "--data", "lifecycle_stack=comfyui", *args,
+                       env=engine.env, inventory_dir=tmp_path / "inventory", timeout=2400)
+
+
+def _changed(run) -> list[str]:
+    return [name for names in run.changed_operations.values() for name in names]
+
+
+def _post_json(engine, url: str, payload: dict) -> tuple[int | None, str]:
+    code = ("import json, sys, urllib.request as u, urllib.error as e\n"
+            "r = u.Request(sys.argv[1], data=sys.argv[2].encode(), method='POST',"
+            " headers={'Content-Type': 'application/json'})\n"
+            "try:\n x = u.urlopen(r, timeout=30); print(x.status); print(x.read().decode())\n"
+            "except e.HTTPError as x:\n print(x.code); print(x.read().decode())\n")
+    result = engine.exec_in_netns([sys.executable, "-c", code, url, json.dumps(payload)])
+    status, _, body = result.stdout.partition("\n")
+    return (int(status) if status.isdigit() else None), body + result.stderr
+
+
+@pytest.fixture(scope="module")
+def comfyui(docker_engine, mirror, tmp_path_factory):
+    """The real ComfyUI stack, deployed once for this module: (inventory, workspace, run)."""
+    tmp_path = tmp_path_factory.mktemp("comfyui")
+    workspace = tmp_path / "ws"
+    inventory = _inventory(workspace, mirror, docker_engine.base_image, idle_unload_minutes=1)
+    started = time.monotonic()
+    first = _deploy(docker_engine, inventory, tmp_path).check()
+    docker_engine.timings["comfyui_first_deploy"] = time.monotonic() - started
+    return {"inventory": inventory, "workspace": workspace, "tmp": tmp_path, "first": first}
+
+
+def test_real_comfyui_converges_healthy_then_zero_changes(docker_engine, comfyui):
+    first = comfyui["first"]
+    assert any("Stack comfyui" in name for name in _changed(first))
+    if "genai: built genai-workstation/comfyui:" in first.stderr:  # not when the image was cached
+        assert re.search(r"genai: build genai-workstation/comfyui:\w+ \[\d+ s\] Step 1/\d+ :",
+                         first.stderr), first.stderr[-3000:]
+    again = _deploy(docker_engine, comfyui["inventory"], comfyui["tmp"]).check()
+    assert _changed(again) == [], again.describe()
+    status, body = docker_engine.http_get(f"http://127.0.0.1:{PORT}/system_stats")
+    assert status == 200, body
+    stats = json.loads(body)
+    assert stats["system"]["comfyui_version"] == mr.COMFYUI_REF.lstrip("v")
+    assert stats["system"]["pytorch_version"].startswith("2.13.0")
+    image = docker_engine.run("compose", "--project-directory",
+                              str(comfyui["workspace"] / "stacks" / "comfyui"), "images",
+                              "--format", "json").stdout
+    assert "genai-workstation/comfyui" in image
+
+
+def test_cpu_mode_device_probe_reads_cpu_from_the_real_app(docker_engine, comfyui):
+    """The product's own device probe (the GPU check's) against the real /system_stats."""
+    stack_dir = comfyui["workspace"] / "stacks" / "comfyui"
+    command = lc.device_probe_command("comfyui", "comfyui:http://127.0.0.1:8188/system_stats")
+    result = docker_engine.exec_in_netns(f"cd {stack_dir} && {command}", timeout=120)
+    assert "@@genai:device cpu" in result.stdout, result.stdout + result.stderr
+    logs = docker_engine.compose(stack_dir, "logs", "--no-color", "comfyui").stdout
+    assert "Device: cpu" in logs
+
+
+def test_real_workflow_writes_a_png_owned_by_the_workstation_user(docker_engine, comfyui):
+    prompt = {"1": {"class_type": "EmptyImage",
+                    "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0x3366CC}},
+              "2": {"class_type": "SaveImage",
+                    "inputs": {"images": ["1", 0], "filename_prefix": "genai-real"}}}
+    status, body = _post_json(docker_engine, f"http://127.0.0.1:{PORT}/prompt",
+                              {"prompt": prompt, "client_id": "genai-tests"})
+    assert status == 200, body
+    prompt_id = json.loads(body)["prompt_id"]
+    deadline, entry = time.monotonic() + 120, {}
+    while time.monotonic() < deadline:
+        status, body = docker_engine.http_get(f"http://127.0.0.1:{PORT}/history/{prompt_id}")
+        entry = json.loads(body).get(prompt_id, {}) if status == 200 else {}
+        if entry.get("status", {}).get("completed"):
+            break
+        time.sleep(1)
+    assert entry.get("status", {}).get("status_str") == "success", entry
+    saved = entry["outputs"]["2"]["images"][0]
+    png = comfyui["workspace"] / "output" / saved["subfolder"] / saved["filename"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_uid == UID
+
+
+def test_comfyui_login_custom_node_is_baked_and_cannot_write_its_folders(docker_engine, comfyui):
+    """ComfyUI-Login (from the inventory's custom_nodes) is cloned and its requirements are
+    installed at build time. At import it writes .secret-key.txt into its own folder and makes
+    <comfyui>/login/: both belong to root in the image, the app runs as the workstation user,
+    so ComfyUI logs the import failure and serves without it: the health check, the device
+    probe and the idle sidecar keep answering 200 (its middleware would answer 401 to them)."""
+    stack_dir = comfyui["workspace"] / "stacks" / "comfyui"
+    baked = docker_engine.compose(stack_dir, "exec", "-T", "comfyui", "python", "-c",
+                                  "import aiohttp_session, bcrypt, Crypto; "
+                                  "import os; print(os.listdir('/opt/comfyui/custom_nodes'))")
+    assert "ComfyUI-Login" in baked.stdout
+    logs = docker_engine.compose(stack_dir, "logs", "--no-color", "comfyui").stdout
+    assert "Permission denied" in logs and "ComfyUI-Login" in logs, logs[-3000:]
+    assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/login")[0] == 404
+
+
+def test_idle_unload_sidecar_calls_the_real_free_endpoint(docker_engine, comfyui):
+    stack_dir = comfyui["workspace"] / "stacks" / "comfyui"
+    deadline, logs = time.monotonic() + 240, ""
+    while time.monotonic() < deadline:
+        logs = docker_engine.compose(stack_dir, "logs", "--no-color", "idle-unload").stdout
+        if "POST /free" in logs:
+            break
+        time.sleep(5)
+    assert "POST /free -> 200" in logs, logs
+
+
+def test_broken_config_is_rolled_back_while_the_real_app_keeps_serving(docker_engine, comfyui):
+    """An unknown flag (ComfyUI's argparse exits 2) never becomes healthy: the previous real
+    config comes back, and ComfyUI answers again."""
+    stack_dir = comfyui["workspace"] / "stacks" / "comfyui"
+    deployed = (stack_dir / lc.DEPLOYED_HASH_FILE).read_text().strip()
+    broken = json.loads(json.dumps(comfyui["inventory"]))
+    broken["hosts"]["local"]["stacks"]["comfyui"]["extra_args"] = ["--no-such-flag"]
+    failed = _deploy(docker_engine, broken, comfyui["tmp"])
+    assert failed.returncode != 0
+    assert "ROLLED BACK stack comfyui" in failed.stderr, failed.describe()
+    assert "unrecognized arguments: --no-such-flag" in failed.stderr
+    assert (stack_dir / lc.DEPLOYED_HASH_FILE).read_text().strip() == deployed
+    assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/system_stats")[0] == 200
+    again = _deploy(docker_engine, comfyui["inventory"], comfyui["tmp"]).check()
+    assert _changed(again) == [], again.describe()
+
+
+def test_failed_build_shows_its_step_and_the_running_stack_keeps_serving(docker_engine, comfyui):
+    """A ref the mirror does not have: the build fails at its git step, the run prints that
+    step and git's error, and the ComfyUI that was running still answers (build before up)."""
+    stack_dir = comfyui["workspace"] / "stacks" / "comfyui"
+    deployed = (stack_dir / lc.DEPLOYED_HASH_FILE).read_text().strip()
+    broken = json.loads(json.dumps(comfyui["inventory"]))
+    broken["hosts"]["local"]["stacks"]["comfyui"]["image"]["ref"] = "v0.0.0-no-such-ref"
+    failed = _deploy(docker_engine, broken, comfyui["tmp"])
+    assert failed.returncode != 0
+    assert "genai: image build FAILED for genai-workstation/comfyui:" in failed.stderr
+    assert 'at: Step' in failed.stderr and 'checkout --detach "${COMFYUI_REF}"' in failed.stderr
+    assert "--- last 30 lines of the build log ---" in failed.stderr, failed.describe()
+    assert "v0.0.0-no-such-ref" in failed.stderr and "returned a non-zero code" in failed.stderr
+    assert (stack_dir / lc.DEPLOYED_HASH_FILE).read_text().strip() == deployed
+    assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/system_stats")[0] == 200
