@@ -280,3 +280,18 @@ def test_draft_dry_runs_with_pyinfra(tmp_path, comfyui_tokens):
 ])
 def test_interpolation_follows_compose(text, env, expected):
     assert interpolate(text, env) == expected
+
+
+def test_loopback_port_with_auth_keeps_auth(tmp_path):
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"forge": {
+        "image": "forge:mine", "ports": ["127.0.0.1:7860:7860"],
+        "command": "python launch.py --api --gradio-auth admin:${PW}"}}}))
+    password = fake()
+    (tmp_path / ".env").write_text(f"PW={password}\n")
+    result = run_import(tmp_path, "compose", "docker-compose.yml")
+    assert result.returncode == 0, result.stderr
+    instance = host_of(tmp_path / "imported.yaml")["stacks"]["forge"]["instances"][0]
+    assert instance == {"name": "forge", "port": 7860,
+                        "auth": {"type": "basic", "username": "admin", "secret": "FORGE_AUTH"}}
+    assert secrets_file(tmp_path / "secrets.env") == {"FORGE_AUTH": password}
+    assert_no_leak({"PW": password}, result.stdout, result.stderr)

@@ -649,3 +649,15 @@ def test_idle_unload_sidecar_frees_models_once_after_idle_time():
         output = process.communicate(timeout=10)[0].decode()
         server.shutdown()
     assert _FakeComfy.frees == [("/free", {"unload_models": True, "free_memory": True})], output
+
+
+def test_auth_without_expose_is_fronted_on_loopback(tmp_path):
+    body = COMFY_EXPOSED.replace("expose: {address: 0.0.0.0, port: 8443}", "")
+    assert "expose" not in body
+    data = load(tmp_path, body)
+    stack = render_stack("comfyui", data, RESOLVED, all_gpus=ALL_GPUS)
+    services = compose(stack)["services"]
+    assert "ports" not in services["comfyui"]
+    assert services["proxy"]["ports"] == ["127.0.0.1:8188:8080"]
+    assert stack.published == [("127.0.0.1", 8188)]
+    assert stack.files["secrets/proxy_auth_comfyui"].mode == 0o600

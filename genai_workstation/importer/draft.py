@@ -184,9 +184,10 @@ def _ports_and_exposure(draft: Draft, service: Service, spec: dict, internal: in
                    "to reach it from other machines, add `expose: {address: 0.0.0.0}` and "
                    "`auth: {type: basic}` (or bearer) and its secret")
     elif auth:
-        draft.note(service.name, "authentication", NOT_CARRIED,
-                   "the port is on loopback only, where the draft does not add the proxy",
-                   "add `expose` with a loopback address if a local reverse proxy forwards to it")
+        spec["auth"] = auth
+        draft.note(service.name, f"port {port.host_port}", CARRIED,
+                   "on loopback, behind the authenticating proxy (a reverse proxy on this "
+                   "machine that forwards to it still gets the authentication)")
 
 
 def _published(ports: tuple[Port, ...], internal: int) -> Port | None:

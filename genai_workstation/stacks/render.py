@@ -402,10 +402,13 @@ class _BuiltinStack:
         sites, secret_names = [], []
         for app in apps:
             expose, auth = app.spec.get("expose"), app.spec.get("auth")
-            if not expose:
+            if not expose and not auth:
                 app.ports = [f"127.0.0.1:{app.spec['port']}:{app.internal_port}"]
                 app.published = [("127.0.0.1", int(app.spec["port"]))]
                 continue
+            # auth without expose is never dropped: a reverse proxy on this machine may forward
+            # the world to loopback, so the authenticating proxy fronts the app there too.
+            expose = expose or {"address": "127.0.0.1"}
             if not auth:
                 raise StackError(f"{app.field}.expose: publishes the app without authentication",
                                  "add auth (basic or bearer) or remove expose")
