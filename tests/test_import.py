@@ -85,6 +85,10 @@ def test_seed_comfyui_setup(tmp_path, comfyui_tokens):
     assert comfyui["extra_args"] == ["--preview-method", "auto"]
     assert comfyui["gpu"] == 0
     assert comfyui["image"] == {"base_image": "nvidia/cuda:12.4.0-devel-ubuntu22.04"}
+    # What the owner's scripts rely on is carried: the container name, TZ, restart, timing.
+    assert comfyui["service"] == {"environment": {"TZ": "Europe/Paris"},
+                                  "container_name": "comfyui-qwen", "restart": "unless-stopped",
+                                  "healthcheck": {"interval": "30s"}}
     report = result.stdout
     for expected in ("\\\\wsl.localhost\\Ubuntu", "Operation not permitted",
                      "genai-models migrate /mnt/d/models", "pip-installed at every start",
@@ -111,6 +115,8 @@ def test_seed_forge_setup_two_instances(tmp_path):
     assert turbo["expose"] == {"address": "0.0.0.0", "port": 17861}
     assert (myia["gpu"], turbo["gpu"]) == (1, 0)
     assert myia["extra_args"] == ["--xformers", "--cuda-malloc"]
+    assert myia["service"] == {"environment": {"TZ": "Europe/Paris"},
+                               "container_name": "forge-myia"}
     assert "extra_args" not in turbo  # --share is never carried
     assert "[not carried] forge-turbo: command: --share" in result.stdout
     assert "/sdapi/v1/cmd-flags" in result.stdout

@@ -9,6 +9,7 @@ from ..checks import windows_path_reason
 from . import app_args
 from .compose_file import ARGS_VARIABLES, Port, Service
 from .notes import CARRIED, CHANGED, NOT_CARRIED, Note
+from .service_settings import service_settings
 
 _COMFYUI_ENTRY = re.compile(r"(^|/)main\.py$")
 _FORGE_ENTRY = re.compile(r"(^|/)(launch|webui)\.(py|sh)$")
@@ -18,20 +19,6 @@ _IDLE_MINUTES = ("IDLE_MINUTES", "IDLE_TIMEOUT_MINUTES", "UNLOAD_AFTER_MINUTES",
 _IDLE_SECONDS = ("IDLE_SECONDS", "IDLE_TIMEOUT_SECONDS", "UNLOAD_AFTER_SECONDS")
 _LOGIN_TOKEN_NAMES = ("COMFYUI_AUTH", "COMFYUI_TOKEN", "COMFYUI_LOGIN_TOKEN",
                       "COMFYUI_BEARER_TOKEN", "COMFY_TOKEN")
-# Keys of a service the inventory has no setting for (yet): reported, never dropped silently.
-_UNMAPPED_KEYS = {
-    "container_name": "genai-workstation names its containers itself (`docker compose -p "
-                      "genai-<stack> ps` lists them): scripts that call the old name need the "
-                      "new one",
-    "restart": "the stacks restart `unless-stopped`",
-    "labels": "the stacks carry their own genai.* labels",
-    "networks": "each stack has its own network",
-    "shm_size": "no shm setting yet",
-    "healthcheck": "the stacks have a built-in health check (ComfyUI /system_stats, Forge "
-                   "/internal/ping) that the deploy waits for",
-}
-
-
 @dataclass
 class Draft:
     """A draft host: its settings (inventory YAML), the secrets found, and the report."""
@@ -136,7 +123,7 @@ def _comfyui(draft: Draft, service: Service, idle: list[Service]) -> dict:
                    "" if minutes else "set stacks.comfyui.idle_unload_minutes")
     for sidecar in idle[1:]:
         draft.note(sidecar.name, "service", NOT_CARRIED, "a second idle sidecar")
-    _common(draft, service)
+    _common(draft, service, spec)
     return spec
 
 
@@ -277,7 +264,7 @@ def _forge_instance(draft: Draft, service: Service, index: int) -> dict:
     extra = _extra_args(draft, service, flags, "forge")
     if extra:
         spec["extra_args"] = extra
-    _common(draft, service)
+    _common(draft, service, spec)
     return spec
 
 
@@ -316,21 +303,14 @@ def _idle_minutes(environment: dict[str, str]) -> int | None:
     return None
 
 
-def _common(draft: Draft, service: Service) -> None:
+def _common(draft: Draft, service: Service, spec: dict) -> None:
     for mount in service.mounts:
         _mount_note(draft, service, mount)
-    for key, why in _UNMAPPED_KEYS.items():
-        if key in service.extra:
-            draft.note(service.name, key, NOT_CARRIED, why)
-    consumed = {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "COMFYUI_LOGIN_ENABLED",
-                "CUDA_DEVICE_ORDER", *ARGS_VARIABLES, *_IDLE_MINUTES, *_IDLE_SECONDS}
-    for name in sorted(set(service.environment) - consumed):
-        if _SECRET_NAME.search(name):
-            draft.note(service.name, f"environment {name}", CHANGED,
-                       "a secret in the service's environment: it goes in the secrets file")
-        else:
-            draft.note(service.name, f"environment {name}", NOT_CARRIED,
-                       "no per-service environment setting yet")
+    consumed = {*ARGS_VARIABLES, *_IDLE_MINUTES, *_IDLE_SECONDS}
+    settings, found = service_settings(service, consumed)
+    draft.notes.extend(found)
+    if settings:
+        spec["service"] = settings
 
 
 def _mount_note(draft: Draft, service: Service, mount) -> None:

@@ -473,14 +473,36 @@ class _BuiltinStack:
 
     def app_context(self, app: _App, image: str, pull_never: bool, env: dict,
                     mounts: list[dict], start_period: int, gpu_flag: str) -> dict:
+        settings = app.spec.get("service") or {}
         return {
             "service": app.service, "stack": self.kind, "image": image, "pull_never": pull_never,
-            "user": self.data.uid_gid, "command": app.command, "environment": env,
+            "user": self.data.uid_gid, "command": app.command,
+            "environment": {**self.own_environment(app, env), **env},
+            "container_name": settings.get("container_name"),
+            "labels": settings.get("labels") or {}, "restart": settings.get("restart"),
+            "shm_size": settings.get("shm_size"),
+            "health_timing": settings.get("healthcheck") or {},
             "mounts": mounts, "ports": app.ports, "gpu": app.gpu, "cuda_index": app.cuda_index,
             "gpu_flag": gpu_flag, "start_period": start_period,
             "healthcheck": _python_healthcheck(app.internal_port, app.health_path),
             "hash_placeholder": HASH_PLACEHOLDER, "instance": app.key.split("/")[-1],
         }
+
+    def own_environment(self, app: _App, env: dict) -> dict:
+        """The user's non-secret variables; the ones genai-workstation sets are refused."""
+        own = {key: str(value).lower() if isinstance(value, bool) else str(value)
+               for key, value in ((app.spec.get("service") or {}).get("environment") or {})
+               .items()}
+        for key in own:
+            if key in env:
+                raise StackError(f"{app.field}.service.environment.{key}: set by "
+                                 "genai-workstation", "remove it: it is derived from the "
+                                 "inventory (GPU pinning, caches, paths)")
+        for value in self.data.secret_values():
+            if any(value in item for item in own.values()):
+                raise StackError(f"{app.field}.service.environment: holds a secret value",
+                                 "secrets go in the secrets file, never in the environment")
+        return own
 
     def finish(self, apps: list[_App], compose: str, build: ImageBuild | None,
                sites: list[dict], extra_services: list[str], directories: list[str],
@@ -579,7 +601,7 @@ class _ComfyUI(_BuiltinStack):
         compose = self.renderer.render("comfyui/compose.yaml.j2", stack={
             "name": self.kind, "project": "genai-comfyui", "apps": [context],
             "idle_unload": idle, "proxy": proxy, "secrets": self.secrets,
-            "hash_placeholder": HASH_PLACEHOLDER})
+            "network": self.spec.get("network"), "hash_placeholder": HASH_PLACEHOLDER})
         directories = [m["source"] for m in mounts]
         return self.finish([app], compose, build, sites, extra_services, directories, timeout)
 
@@ -637,7 +659,8 @@ class _Forge(_BuiltinStack):
                                              "--gpu-device-id"))
         compose = self.renderer.render("forge/compose.yaml.j2", stack={
             "name": self.kind, "project": "genai-forge", "apps": contexts, "proxy": proxy,
-            "secrets": self.secrets, "hash_placeholder": HASH_PLACEHOLDER})
+            "secrets": self.secrets, "network": self.spec.get("network"),
+            "hash_placeholder": HASH_PLACEHOLDER})
         return self.finish(apps, compose, build, sites, [], directories, timeout)
 
 
