@@ -74,12 +74,13 @@ def comfyui_tokens() -> dict[str, str]:
 def test_seed_comfyui_setup(tmp_path, comfyui_tokens):
     folder = setup_folder(tmp_path, "comfyui-qwen", comfyui_tokens)
     result = run_import(folder, "compose", "docker-compose.yml")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode in (0, 2), result.stderr
     draft = folder / "imported.yaml"
     comfyui = host_of(draft)["stacks"]["comfyui"]
     # The login node's bearer token keeps working: clients on the old port, behind the proxy.
     assert comfyui["expose"] == {"address": "0.0.0.0", "port": 8188}
-    assert comfyui["auth"] == {"type": "bearer", "secret": "COMFYUI_TOKEN"}
+    assert comfyui["auth"] == {"type": "login", "username": "admin", "secret": "COMFYUI_AUTH",
+                               "token_secret": "COMFYUI_TOKEN"}
     assert comfyui["port"] != 8188
     assert comfyui["idle_unload_minutes"] == 20
     assert comfyui["extra_args"] == ["--preview-method", "auto"]
@@ -98,7 +99,28 @@ def test_seed_comfyui_setup(tmp_path, comfyui_tokens):
         assert expected in report, expected
     assert secrets_file(folder / "secrets.env") == comfyui_tokens
     assert_no_leak(comfyui_tokens, result.stdout, result.stderr, draft.read_text())
-    assert "the inventory loader accepts it" in result.stdout
+    # The browser password is not in the old files: the draft says so, exit 2.
+    assert result.returncode == 2
+    assert "needs the secret COMFYUI_AUTH" in result.stderr
+
+
+def test_comfyui_login_password_file_is_carried(tmp_path):
+    import bcrypt
+
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "login").mkdir(parents=True)
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    (comfy / "login" / "PASSWORD").write_text(hashed + "\n")
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"comfyui": {
+        "image": "comfy:local", "ports": ["8188:8188"],
+        "environment": ["COMFYUI_LOGIN_ENABLED=true"],
+        "volumes": [f"{comfy}:/workspace/ComfyUI"]}}}))
+    result = run_import(tmp_path, "compose", "docker-compose.yml")
+    assert result.returncode == 0, result.stderr
+    comfyui = host_of(tmp_path / "imported.yaml")["stacks"]["comfyui"]
+    assert comfyui["auth"] == {"type": "login", "username": "admin", "secret": "COMFYUI_AUTH"}
+    assert secrets_file(tmp_path / "secrets.env") == {"COMFYUI_AUTH": hashed}
+    assert hashed not in result.stdout + result.stderr
 
 
 def test_seed_forge_setup_two_instances(tmp_path):
@@ -150,7 +172,7 @@ def test_existing_draft_and_secrets_are_kept(tmp_path, comfyui_tokens):
     assert "imported.yaml: already exists" in refused.stderr
     assert (folder / "imported.yaml").read_text() == "# mine\n"
     forced = run_import(folder, "compose", "docker-compose.yml", "--force")
-    assert forced.returncode == 0, forced.stderr
+    assert forced.returncode == 2 and "needs the secret COMFYUI_AUTH" in forced.stderr
     backups = list(folder.glob("imported.yaml.bak-*"))
     assert [b.read_text() for b in backups] == ["# mine\n"]
     assert secrets_file(folder / "secrets.env")["HF_TOKEN"] == kept
@@ -265,9 +287,11 @@ def test_draft_dry_runs_with_pyinfra(tmp_path, comfyui_tokens):
     folder = setup_folder(tmp_path, "comfyui-qwen", comfyui_tokens)
     imported = run_import(folder, "compose", "docker-compose.yml", "--user", "genai:1500:1500",
                           "--workspace", str(tmp_path / "ws"))
-    assert imported.returncode == 0, imported.stderr
+    assert imported.returncode == 2, imported.stderr
     assert host_of(folder / "imported.yaml")["user"] == {"name": "genai", "uid": 1500,
                                                          "gid": 1500}
+    with (folder / "secrets.env").open("a") as secrets_env:  # the browser password, as asked
+        secrets_env.write(f"COMFYUI_AUTH={fake()}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENAI_")}
     env.update(GENAI_INVENTORY=str(folder / "imported.yaml"))
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))

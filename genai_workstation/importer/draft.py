@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..checks import windows_path_reason
 from . import app_args
@@ -128,22 +129,47 @@ def _comfyui(draft: Draft, service: Service, idle: list[Service]) -> dict:
 
 
 def _comfyui_login(draft: Draft, service: Service) -> dict | None:
+    """ComfyUI-Login becomes `auth: login`: a login page for browsers, the same bearer token
+    for notebooks. Its login/PASSWORD line (a bcrypt hash, which is also its API token) is
+    carried as the password secret when the mounted ComfyUI folder is readable here."""
     enabled = service.environment.get("COMFYUI_LOGIN_ENABLED", "").lower() in ("1", "true", "yes")
     mounted = any("comfyui-login" in m.target.lower() or "comfyui-login" in m.source.lower()
                   for m in service.mounts)
     if not (enabled or mounted):
         return None
-    auth = {"type": "bearer", "secret": "COMFYUI_AUTH"}
+    auth: dict = {"type": "login", "username": "admin", "secret": "COMFYUI_AUTH"}
+    password_line = _login_password_line(service)
     token_name = next((n for n in _LOGIN_TOKEN_NAMES if draft.secrets.get(n)), None)
-    if token_name:
-        auth["secret"] = token_name
+    if password_line:
+        draft.secrets["COMFYUI_AUTH"] = password_line
+        how = ("its login/PASSWORD hash becomes COMFYUI_AUTH: browsers sign in with the same "
+               "password, API clients keep sending `Authorization: Bearer <that hash>`")
+    elif token_name:
+        auth["token_secret"] = token_name
+        how = (f"API clients keep sending the bearer token {token_name}; put the browser "
+               "password in the secrets file as COMFYUI_AUTH")
+    else:
+        how = ("put the browser password (or ComfyUI-Login's login/PASSWORD line) in the "
+               "secrets file as COMFYUI_AUTH")
     draft.note(service.name, "login (ComfyUI-Login)", CHANGED,
-               "the login node is replaced by the stack's authenticating proxy: API clients "
-               "keep sending `Authorization: Bearer <token>`",
-               (f"the token {token_name} of the old .env is the one the proxy checks"
-                if token_name else
-                "put the token your clients send in the secrets file as COMFYUI_AUTH"))
+               "replaced by the stack's login gate (login page and cookie for browsers, bearer "
+               "or basic for API clients, on the same port)", how)
     return auth
+
+
+def _login_password_line(service: Service) -> str | None:
+    for mount in service.mounts:
+        if not mount.bind:
+            continue
+        folder = Path(linux_path(mount.source)).expanduser()
+        for candidate in (folder / "login" / "PASSWORD", folder / "PASSWORD"):
+            try:
+                line = candidate.read_text(encoding="utf-8").splitlines()[0].strip()
+            except (OSError, UnicodeDecodeError, IndexError):
+                continue
+            if line.startswith("$2"):
+                return line
+    return None
 
 
 def _ports_and_exposure(draft: Draft, service: Service, spec: dict, internal: int,

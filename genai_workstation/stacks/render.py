@@ -33,7 +33,7 @@ from ..checks import windows_path_reason
 from ..layout import COMFYUI_MODEL_FOLDERS, LEGACY_MODEL_FOLDERS
 from .errors import StackError
 from .gpu_order import cuda_index
-from .proxy import auth_snippet
+from .proxy import GATE_PORT, auth_snippet, gate_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FILES_DIR = REPO_ROOT / "files"
@@ -397,9 +397,10 @@ class _BuiltinStack:
                                  "credentials never go on a command line; use auth + expose")
         return extra
 
-    def exposure(self, apps: list[_App], image: str) -> tuple[dict | None, list]:
+    def exposure(self, apps: list[_App], image: str,
+                 built: bool) -> tuple[dict | None, list]:
         """The proxy (or None) and the per-app published ports."""
-        sites, secret_names = [], []
+        sites, secret_names, gates = [], [], []
         for app in apps:
             expose, auth = app.spec.get("expose"), app.spec.get("auth")
             if not expose and not auth:
@@ -415,17 +416,25 @@ class _BuiltinStack:
             secret_name = auth.get("secret") or self.default_secret
             value = self.data.secret(secret_name, f"{app.field}.auth")
             compose_secret = f"proxy_auth_{app.service.replace('-', '_')}"
-            snippet = auth_snippet(auth, value, (self.data.workstation, self.kind, app.service),
-                                   f"{app.field}.auth")
+            gate = None
+            if auth["type"] == "login":
+                gate = self.login_gate(app, auth, value, compose_secret, image, built)
+                gates.append(gate)
+                snippet = gate.pop("config")
+            else:
+                snippet = auth_snippet(auth, value,
+                                       (self.data.workstation, self.kind, app.service),
+                                       f"{app.field}.auth")
+                secret_names.append(compose_secret)
             self.files[f"secrets/{compose_secret}"] = RenderedFile(snippet, 0o600, True)
             self.secrets[compose_secret] = f"./secrets/{compose_secret}"
-            secret_names.append(compose_secret)
             port = int(expose.get("port") or app.spec["port"])
             internal = PROXY_FIRST_PORT + len(sites)
             sites.append({
                 "service": app.service, "address": expose["address"], "port": port,
                 "internal_port": internal, "auth_type": auth["type"],
                 "auth_file": f"/run/secrets/{compose_secret}",
+                "gate": gate and f"{gate['service']}:{GATE_PORT}",
                 "upstream": f"{app.service}:{app.internal_port}",
                 "auth": {"type": auth["type"], "username": auth.get("username", "admin"),
                          "secret": secret_name},
@@ -440,10 +449,28 @@ class _BuiltinStack:
             "image": proxy_image, "user": self.data.uid_gid, "stack": self.kind,
             "ports": [f"{_host_ip(s['address'])}:{s['port']}:{s['internal_port']}"
                       for s in sites],
-            "secrets": secret_names, "upstreams": [s["service"] for s in sites],
-            "hash_placeholder": HASH_PLACEHOLDER,
+            "secrets": secret_names,
+            "upstreams": [s["service"] for s in sites] + [g["service"] for g in gates],
+            "gates": gates, "hash_placeholder": HASH_PLACEHOLDER,
         }
+        if gates:
+            self.files["proxy/auth_gate.py"] = RenderedFile(self.renderer.read(
+                "proxy/auth_gate.py"))
         return proxy, sites
+
+    def login_gate(self, app: _App, auth: dict, password: str, compose_secret: str,
+                   image: str, built: bool) -> dict:
+        """The login gate service of one app (runs the app image's Python)."""
+        field = f"{app.field}.auth"
+        token = (self.data.secret(auth["token_secret"], f"{field}.token_secret")
+                 if auth.get("token_secret") else None)
+        return {
+            "service": f"auth-{app.service}", "image": image, "pull_never": built,
+            "user": self.data.uid_gid,
+            "secret": compose_secret, "title": f"{self.kind} {app.service}",
+            "port": GATE_PORT, "token_file": auth.get("token_file"), "stack": self.kind,
+            "config": gate_config(auth, password, token, auth.get("token_file"), field),
+        }
 
     def health_entries(self, apps: list[_App], sites: list[dict]) -> list[dict]:
         by_service = {s["service"]: s for s in sites}
@@ -580,7 +607,7 @@ class _ComfyUI(_BuiltinStack):
         app.command += ["--cpu"] if app.gpu is None else ["--cuda-device", str(app.cuda_index)]
         app.command += extra
         image, built, build = self.image()
-        proxy, sites = self.exposure([app], image)
+        proxy, sites = self.exposure([app], image, built)
         ws = self.data.workspace
         mounts = [_bind(self.data.models_dir, "/data/models")] + [
             _bind(f"{ws}/{folder}", f"/data/{folder}")
@@ -642,7 +669,7 @@ class _Forge(_BuiltinStack):
             app.command += extra
             apps.append(app)
         image, built, build = self.image()
-        proxy, sites = self.exposure(apps, image)
+        proxy, sites = self.exposure(apps, image, built)
         timeout = int(self.spec.get("health_timeout", 600))
         ws = self.data.workspace
         contexts, directories = [], []
