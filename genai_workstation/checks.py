@@ -1,4 +1,7 @@
-"""Checks the schema cannot express: Windows paths, tokens in YAML, port clashes, model sources."""
+"""Checks the schema cannot express: Windows paths, port clashes, model sources.
+
+Credentials in values are refused earlier, by credentials.py.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,6 @@ from pathlib import Path, PureWindowsPath
 from .errors import Problem
 from .layout import COMFYUI_MODEL_FOLDERS, LEGACY_MODEL_FOLDERS
 from .yamlmarks import join
-
-# Values that look like credentials (Hugging Face, Civitai, GitHub, OpenAI-style keys).
-_TOKEN_PATTERNS = (
-    (re.compile(r"^hf_[A-Za-z0-9]{20,}$"), "a Hugging Face token", "HF_TOKEN"),
-    (re.compile(r"^[0-9a-f]{32}$"), "a Civitai API key", "CIVITAI_TOKEN"),
-    (re.compile(r"^(ghp|gho|github_pat)_[A-Za-z0-9_]{20,}$"), "a GitHub token", "GITHUB_TOKEN"),
-    (re.compile(r"^sk-[A-Za-z0-9_-]{20,}$"), "an API key", "the secret's name"),
-)
 
 _WINDOWS_WHY = (
     "Windows drives reach WSL over 9p (DrvFs): chmod/chown do not stick, so containers fail "
@@ -40,7 +35,6 @@ def windows_path_reason(path: str) -> str | None:
 def check_document(document: dict, marks: dict, base_dir: Path) -> list[Problem]:
     """Checks on the file as written, reported where each value was written."""
     problems = []
-    problems += _token_values(document, "", marks)
     sections = [("defaults", document.get("defaults"))]
     sections += [(f"groups.{g}.settings", spec.get("settings"))
                  for g, spec in (document.get("groups") or {}).items()]
@@ -189,24 +183,3 @@ def _model_problems(path: str, model: dict, marks: dict) -> list[Problem]:
                                 f"{hint}folders: {', '.join(COMFYUI_MODEL_FOLDERS)}",
                                 marks.get(field)))
     return problems
-
-
-def _token_values(value, path: str, marks: dict) -> list[Problem]:
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        items = ()
-    found = [p for key, item in items for p in _token_values(item, join(path, key), marks)]
-    if found:
-        return found
-    if isinstance(value, str):
-        for pattern, what, name in _TOKEN_PATTERNS:
-            if pattern.match(value.strip()):
-                return [Problem(path, f"this value looks like {what}; secrets never go in the "
-                                      "inventory YAML (it is meant to be committed)",
-                                f"remove it, then put {name}=... in inventory/secrets.env "
-                                "(chmod 600; git ignores it) or export it in the environment",
-                                marks.get(path))]
-    return []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Problems printed at most: the first ones by line; the rest are counted.
+MAX_SHOWN = 20
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -16,7 +19,7 @@ class Problem:
 
     def render(self, file: str) -> str:
         where = f"{file}:{self.line}" if self.line else file
-        text = f"{where}: {self.field or '(top level)'}: {self.message}"
+        text = f"{where}: {self.field + ': ' if self.field else ''}{self.message}"
         if self.hint:
             text += f"\n    fix: {self.hint}"
         return text
@@ -27,11 +30,15 @@ class InventoryError(Exception):
 
     def __init__(self, file: str, problems: list[Problem]):
         self.file = file
-        self.problems = problems
+        # Whole-file problems first (they explain the rest), then by line, as numbers.
+        self.problems = sorted(problems, key=lambda p: (p.line is not None, p.line or 0))
         super().__init__(self.render())
 
     def render(self) -> str:
         count = len(self.problems)
         head = f"genai-workstation: the inventory is invalid ({count} problem{'s' * (count != 1)})"
-        body = "\n".join(p.render(self.file) for p in self.problems)
-        return f"{head}; no host was contacted.\n{body}"
+        lines = [p.render(self.file) for p in self.problems[:MAX_SHOWN]]
+        if count > MAX_SHOWN:
+            lines.append(f"... and {count - MAX_SHOWN} more problems: fix the ones above first, "
+                         "then run again")
+        return f"{head}; no host was contacted.\n" + "\n".join(lines)

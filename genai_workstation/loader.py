@@ -12,9 +12,11 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from .checks import check_document, check_host
+from .credentials import credential_problems
 from .errors import InventoryError, Problem
 from .secrets import load_secrets, required_secrets
-from .yamlmarks import load_with_marks
+from .textfiles import read_text
+from .yamlmarks import MAX_ENTRIES, TooLarge, join, load_with_marks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "inventory" / "schema.json"
@@ -76,20 +78,12 @@ def load_inventory(path: Path | str | None = None, environ=None) -> Inventory:
     path = Path(path) if path else inventory_path(environ)
     shown = _shown_path(path)
     if not path.is_file():
-        raise InventoryError(shown, [Problem("", "file not found", _not_found_hint())])
+        found = "is not a regular file (a folder?)" if path.exists() else "file not found"
+        raise InventoryError(shown, [Problem("", found, _not_found_hint())])
 
-    try:
-        document, marks, problems = load_with_marks(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        problem = Problem("", f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                          "fix the YAML syntax (indentation, colons, quotes)",
-                          None if line is None else line + 1)
-        raise InventoryError(shown, [problem]) from None
-    if problems:
-        raise InventoryError(shown, problems)
-    if not isinstance(document, dict):
-        raise InventoryError(shown, [Problem("", "the file must hold a mapping with `hosts:`",
+    document, marks = read_yaml(path, shown, "an inventory")
+    if not isinstance(document, dict) or not {"hosts", "defaults", "groups"} & set(document):
+        raise InventoryError(shown, [Problem("", _not_an_inventory(document),
                                              "see inventory/workstation.yaml for the shape")])
 
     full_schema = schema()
@@ -102,7 +96,7 @@ def load_inventory(path: Path | str | None = None, environ=None) -> Inventory:
 
     secrets, problems = load_secrets(path, environ)
     if problems:
-        raise InventoryError(shown, problems)
+        raise InventoryError(_shown_path(secrets.source), problems)
 
     inventory = Inventory(path=path)
     settings_schema = full_schema["$defs"]["settings"]
@@ -136,6 +130,37 @@ def load_inventory(path: Path | str | None = None, environ=None) -> Inventory:
         raise InventoryError(shown, problems)
     inventory.groups = {g: list(spec["hosts"]) for g, spec in document.get("groups", {}).items()}
     return inventory
+
+
+def read_yaml(path: Path, shown: str, what: str, list_key: str = "") -> tuple[object, dict]:
+    """(document, marks) of a YAML input file whose strings hold no credential.
+
+    With `list_key`, a file holding a bare list is read as {list_key: [...]}.
+    """
+    text = read_text(path, shown, what)
+    try:
+        document, marks, problems = load_with_marks(text)
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        # `problem` only: str(exc) quotes the line, which may hold a secret.
+        what = getattr(exc, "problem", None) or "it cannot be parsed"
+        problem = Problem("", f"not valid YAML: {what}",
+                          "fix the YAML syntax (indentation, colons, quotes)",
+                          None if line is None else line + 1)
+        raise InventoryError(shown, [problem]) from None
+    except (RecursionError, TooLarge):
+        raise InventoryError(shown, [Problem(
+            "", f"nests too deeply or expands to more than {MAX_ENTRIES} values (YAML anchors "
+                "and aliases)", "write the settings out plainly; an inventory is a few "
+                                "hundred values")]) from None
+    if list_key and isinstance(document, list):
+        document = {list_key: document}
+        marks = {join(list_key, key): line for key, line in marks.items()}
+    # Before the schema: its messages quote values, and a credential must never be printed.
+    problems = credential_problems(document, marks) or problems
+    if problems:
+        raise InventoryError(shown, problems)
+    return document, marks
 
 
 def resolve_host(document: dict, name: str, settings_schema: dict, full_schema: dict) -> dict:
@@ -225,6 +250,16 @@ def _shown_path(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _not_an_inventory(document) -> str:
+    if document is None:
+        return "the file is empty (or only comments): it must hold a mapping with `hosts:`"
+    if not isinstance(document, dict):
+        kind = "a list" if isinstance(document, list) else "a single value"
+        return f"the file holds {kind}, not a mapping with `hosts:`"
+    return ("the file has no `hosts:` (nor `defaults:` or `groups:`): it does not look like an "
+            "inventory; is it the right file?")
 
 
 def _not_found_hint() -> str:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dotenv.parser import parse_stream
 from pyinfra.api import HiddenValue
 
 from .errors import Problem
+from .textfiles import read_text
 
 SECRETS_ENV = "GENAI_SECRETS"
 # Secrets any host may use when present (model downloads), even if no feature requires them.
 OPTIONAL_SECRETS = ("HF_TOKEN", "CIVITAI_TOKEN")
 _NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_LINE_FIX = ("write one secret a line, NAME=value (e.g. HF_TOKEN=<your token>); quote a value "
+             "holding spaces or #: NAME='...'")
 
 
 class Secret(HiddenValue):
@@ -54,11 +59,14 @@ def load_secrets(inventory_file: Path, environ) -> tuple[Secrets, list[Problem]]
     path = secrets_path(inventory_file, environ)
     secrets = Secrets(source=path, environ=dict(environ))
     problems: list[Problem] = []
-    if path.exists():
+    if path.exists() and not path.is_file():
+        problems.append(Problem("", "the secrets file is not a regular file (a folder?)",
+                                f"point {SECRETS_ENV} at a NAME=value file, or remove it"))
+    elif path.exists():
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             problems.append(Problem(
-                str(path), f"the secrets file is readable by others (mode {mode:04o})",
+                "", f"the secrets file is readable by others (mode {mode:04o})",
                 f"run: chmod 600 {path}"))
             return secrets, problems
         secrets.values.update(_parse(path, problems))
@@ -100,23 +108,20 @@ def required_secrets(host: str, settings: dict) -> dict[str, str]:
 
 
 def _parse(path: Path, problems: list[Problem]) -> dict[str, str]:
-    values = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):]
-        name, sep, value = line.partition("=")
-        name = name.strip()
-        if not sep or not _NAME.match(name):
-            problems.append(Problem(f"line {number}", "is not NAME=value",
-                                    "write one secret a line, e.g. HF_TOKEN=<your token>, names in "
-                                    "capitals", None))
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[name] = value
-    return values
+    """python-dotenv's rules (quotes, escapes, `export`, inline comments), no ${VAR} expansion.
 
+    A bad line is reported by its number, never with its text: it may hold a secret.
+    """
+    values = {}
+    text = read_text(path, str(path), "a secrets file")
+    for binding in parse_stream(io.StringIO(text)):
+        original = binding.original.string
+        line = binding.original.line + original[:len(original) - len(original.lstrip())].count("\n")
+        if binding.error or (binding.key is not None and binding.value is None):
+            problems.append(Problem("", "this line is not NAME=value", _LINE_FIX, line))
+        elif binding.key is not None and not _NAME.match(binding.key):
+            problems.append(Problem(binding.key, "is not a secret name",
+                                    "names are capitals, digits and _, e.g. HF_TOKEN", line))
+        elif binding.key is not None:
+            values[binding.key] = binding.value
+    return values

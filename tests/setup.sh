@@ -13,6 +13,7 @@ packages=(
     curl                            # the download benchmark's baseline
     caddy                           # the auth proxy config is checked by a real Caddy
     vagrant                         # `vagrant validate` of the rehearsal Vagrantfile
+    vagrant-libvirt                 # its libvirt provider checks (no hypervisor needed)
 )
 missing=()
 for package in "${packages[@]}"; do

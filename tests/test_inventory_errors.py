@@ -129,7 +129,7 @@ CASES = {
                 music: {template_dir: /nonexistent, vars: {token: hf_abcdefghijklmnopqrstuvwxy}}
         """,
         ["hosts.ws1.stacks.custom.music.vars.token", "looks like a Hugging Face token",
-         "inventory/secrets.env"],
+         "HF_TOKEN=<value> in secrets.env"],
     ),
     "missing secret for auth": (
         """
@@ -205,6 +205,32 @@ CASES = {
             workspace: /srv/b
         """,
         ["hosts.ws1.workspace", "appears twice"],
+    ),
+    "toolkit version not a version": (
+        """
+        hosts:
+          ws1:
+            nvidia_toolkit: {version: latest}
+        """,
+        ["hosts.ws1.nvidia_toolkit.version", "'latest' does not have the expected form",
+         "fix: write a full version such as 1.17.8"],
+    ),
+    "forge instance without port": (
+        """
+        hosts:
+          ws1:
+            stacks: {forge: {instances: [{name: myia}]}}
+        """,
+        ["hosts.ws1.stacks.forge.instances.0: the required key 'port' is missing",
+         "fix: add `port:` with a port number from 1 to 65535"],
+    ),
+    "version read as a number": (
+        """
+        hosts:
+          ws1:
+            nvidia_toolkit: {version: 1.17}
+        """,
+        ["1.17 is a number, expected text", "put it in quotes"],
     ),
     "yaml syntax": (
         """

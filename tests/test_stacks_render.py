@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from genai_workstation.errors import InventoryError
 from genai_workstation.loader import load_inventory
 from genai_workstation.stacks import StackError, cuda_index, render_stack
 from tests.harness.docker_engine import find_compose_binary
@@ -190,8 +191,11 @@ def test_basic_auth_snippet_is_a_bcrypt_hash_of_the_password(tmp_path):
 def test_forge_credentials_never_on_the_command_line(tmp_path):
     body = FORGE.replace("gpu: \"RTX 3090\"}", "gpu: \"RTX 3090\", extra_args: [--gradio-auth, "
                                               "\"u:p\"]}")
-    data = load(tmp_path, body)
-    with pytest.raises(StackError, match="--gradio-auth"):
+    with pytest.raises(InventoryError, match="passes a credential on the command line"):
+        load(tmp_path, body)  # the loader refuses it first...
+    data = load(tmp_path, FORGE)
+    data["stacks"]["forge"]["instances"][0]["extra_args"] = ["--gradio-auth", "u:p"]
+    with pytest.raises(StackError, match="--gradio-auth"):  # ...and so does the render
         render_stack("forge", data, RESOLVED)
 
 

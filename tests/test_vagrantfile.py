@@ -2,8 +2,8 @@
 
 Skipped only when vagrant is not installed (CI: `apt-get install -y vagrant`). `-p`
 (`--ignore-provider`) always runs; each provider's own validation runs where that provider is
-usable here (Debian's vagrant pulls in vagrant-libvirt, whose checks work without a hypervisor;
-VirtualBox needs VBoxManage on PATH).
+usable here (Debian's vagrant-libvirt, which tests/setup.sh installs: its checks work without a
+hypervisor; VirtualBox needs VBoxManage on PATH).
 """
 
 from __future__ import annotations

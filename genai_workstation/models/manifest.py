@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import yaml
-
 from ..errors import InventoryError, Problem
 from . import downloader
 
@@ -48,21 +46,15 @@ def models_yaml_schema() -> dict:
 def load_manifest_file(path: str | Path) -> list[dict]:
     """Read and validate a models.yaml; raise InventoryError with every problem found."""
     from ..checks import _model_problems
-    from ..loader import apply_defaults, schema_problems
-    from ..yamlmarks import load_with_marks
+    from ..loader import apply_defaults, read_yaml, schema_problems
 
     path = Path(path)
     shown = str(path)
     if not path.is_file():
         raise InventoryError(shown, [Problem("", "file not found",
                                              "check models_manifest in the inventory")])
-    try:
-        document, marks, problems = load_with_marks(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InventoryError(shown, [Problem("", f"not valid YAML: {exc}")]) from None
-    if isinstance(document, list):
-        document = {"models": document}
-        marks = {f"models.{key}": line for key, line in marks.items()}
+    document, marks = read_yaml(path, shown, "a model manifest", list_key="models")
+    problems = []
     schema = models_yaml_schema()
     problems += schema_problems(document, schema, marks)
     if not problems:
