@@ -56,7 +56,7 @@ def secrets_file(path: Path) -> dict[str, str]:
     from genai_workstation.importer.disk import read_env
 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    return read_env(path, 1 << 20)
+    return read_env(path)
 
 
 def assert_no_leak(values: dict[str, str], *texts: str) -> None:
@@ -189,7 +189,8 @@ def test_bad_compose_files_name_the_file(tmp_path, content, message):
     result = run_import(tmp_path, "compose", "docker-compose.yml")
     if message == "imported.yaml":  # cp1252: the line and the fix
         assert result.returncode == 1
-        assert "docker-compose.yml:3: not UTF-8; save it as UTF-8" in result.stderr
+        assert "docker-compose.yml:3: is not UTF-8 text" in result.stderr
+        assert "save it as UTF-8" in result.stderr
     else:
         assert result.returncode == 1, result.stdout
         assert "docker-compose.yml" in result.stderr and message in result.stderr

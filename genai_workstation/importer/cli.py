@@ -29,7 +29,6 @@ EXIT_CODES = """exit codes:
   2   the draft is written but needs your attention before a converge (listed)
   64  usage error (bad options)"""
 USAGE_ERROR = 64
-MAX_INPUT_BYTES = 1024 * 1024
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,12 +95,12 @@ def _custom_nodes(args) -> int:
 
 def _compose(args) -> int:
     compose_path = args.compose_file.expanduser()
-    document = disk.read_yaml(compose_path, MAX_INPUT_BYTES)
+    document = disk.read_yaml(compose_path)
     if not isinstance(document, dict) or not isinstance(document.get("services"), dict):
         raise disk.SourceError(f"{compose_path}: no `services:` mapping; is it a "
                                        "docker-compose file?")
     env_path = args.env_file or compose_path.parent / ".env"
-    dotenv = disk.read_env(env_path, MAX_INPUT_BYTES) if env_path.is_file() else {}
+    dotenv = disk.read_env(env_path) if env_path.is_file() else {}
     if args.env_file and not args.env_file.is_file():
         raise disk.SourceError(f"{args.env_file}: no such file")
     interpolation = {**dotenv, **os.environ}

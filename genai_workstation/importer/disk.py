@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -10,34 +11,28 @@ import time
 from pathlib import Path
 
 import yaml
+from dotenv.parser import parse_stream
 
-_ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*?)\s*$")
+from .. import textfiles
+from ..errors import InventoryError
 
 
 class SourceError(Exception):
     """An input cannot be read or a file cannot be written; the message names the file."""
 
 
-def read_text(path: Path, max_bytes: int) -> str:
+def read_text(path: Path) -> str:
+    """The file's text, through the same size/binary/UTF-8 checks as the inventory."""
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise SourceError(f"{path}: {exc.strerror or exc}") from None
-    if size > max_bytes:
-        raise SourceError(f"{path}: {size} bytes, more than a compose or .env file holds "
-                          f"(limit {max_bytes}); is it the right file?")
-    data = path.read_bytes()
-    if b"\0" in data:
-        raise SourceError(f"{path}: not a text file")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise SourceError(f"{path}:{line}: not UTF-8; save it as UTF-8 and run again") from None
+        return textfiles.read_text(path, str(path), "a compose or .env file")
+    except InventoryError as exc:
+        problem = exc.problems[0]
+        where = f"{path}:{problem.line}" if problem.line else str(path)
+        raise SourceError(f"{where}: {problem.message}; {problem.hint}") from None
 
 
-def read_yaml(path: Path, max_bytes: int):
-    text = read_text(path, max_bytes)
+def read_yaml(path: Path):
+    text = read_text(path)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -46,20 +41,10 @@ def read_yaml(path: Path, max_bytes: int):
         raise SourceError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
 
 
-def read_env(path: Path, max_bytes: int) -> dict[str, str]:
-    """A compose .env file: NAME=value lines, quotes removed, `# comments` skipped."""
-    values = {}
-    for line in read_text(path, max_bytes).splitlines():
-        match = _ENV_LINE.match(line)
-        if not match or line.lstrip().startswith("#"):
-            continue
-        name, value = match.groups()
-        if value[:1] in ("'", '"') and value.endswith(value[0]) and len(value) > 1:
-            value = value[1:-1]
-        else:
-            value = re.sub(r"\s+#.*$", "", value)
-        values[name] = value
-    return values
+def read_env(path: Path) -> dict[str, str]:
+    """A .env file by python-dotenv's rules (as the secrets file), without ${VAR} expansion."""
+    bindings = parse_stream(io.StringIO(read_text(path)))
+    return {b.key: b.value or "" for b in bindings if b.key is not None and not b.error}
 
 
 def write_draft(path: Path, document: dict, header: str, force: bool) -> None:
@@ -75,7 +60,7 @@ def write_draft(path: Path, document: dict, header: str, force: bool) -> None:
 def add_secrets(path: Path, secrets: dict[str, str]) -> list[str]:
     """Add the secrets not already in the file (0600, atomic); existing values are kept.
     Returns the names added. Values never leave this function except into the file."""
-    existing = read_env(path, 1024 * 1024) if path.is_file() else {}
+    existing = read_env(path) if path.is_file() else {}
     new = {name: value for name, value in secrets.items() if name not in existing and value}
     if not new:
         return []
