@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 
+import yaml
 from pyinfra.api import FactBase
 
 from genai_workstation.stacks.lifecycle import (
@@ -113,6 +114,8 @@ class ComposeProject(FactBase):
             "running_hashes": ["ab12..."],  # genai.config-hash labels of the containers
             "manifest": ["compose.yaml", ".env", "secrets/comfyui_auth"],  # files we rendered
             "error": None,             # or what `docker compose ps` complained about
+            # `ports:` of each service in the deployed compose.yaml, as written there
+            "compose_ports": {"comfyui": ["127.0.0.1:8188:8188"]},
             "services": [
                 {
                     "service": "comfyui",
@@ -122,6 +125,8 @@ class ComposeProject(FactBase):
                     "exit_code": 0,
                     "image": "genai/comfyui:3f2a...",
                     "labels": {"genai.config-hash": "ab12...", ...},
+                    # what the container really publishes (compose ps `Publishers`)
+                    "published": [{"address": "127.0.0.1", "port": 8188, "target": 8188}],
                 },
             ],
         }
@@ -135,6 +140,7 @@ class ComposeProject(FactBase):
             f"cd {d} || exit 0; echo '{m}present'; "
             f"echo '{m}hash'; cat {DEPLOYED_HASH_FILE} 2>/dev/null; echo; "
             f"echo '{m}manifest'; cat {MANIFEST_FILE} 2>/dev/null; echo; "
+            f"echo '{m}compose'; cat compose.yaml 2>/dev/null; echo; "
             f"echo '{m}ps'; if ps=$(docker compose ps --all --format json 2>/dev/null); "
             f"then printf '%s\\n' \"$ps\"; else echo '{m}ps-failed'; fi; "
             # the container IDs from that output (one compose start fewer than `ps -q`)
@@ -153,6 +159,7 @@ class ComposeProject(FactBase):
             "running_hashes": [],
             "manifest": [],
             "error": None,
+            "compose_ports": {},
             "services": [],
         }
 
@@ -174,6 +181,7 @@ class ComposeProject(FactBase):
         hashes = [line.strip() for line in sections.get("hash", []) if line.strip()]
         result["config_hash"] = hashes[0] if hashes else None
         result["manifest"] = [line.strip() for line in sections.get("manifest", []) if line.strip()]
+        result["compose_ports"] = compose_ports(sections.get("compose", []))
 
         by_container = {}
         for line in sections.get("inspect", []):
@@ -194,11 +202,13 @@ class ComposeProject(FactBase):
                     "exit_code": inspected.get("exit_code", item.get("ExitCode")),
                     "image": item.get("Image") or inspected.get("image"),
                     "labels": labels,
+                    "published": parse_publishers(item.get("Publishers")),
                 }
             )
         if not services:  # ps printed nothing parseable: fall back on inspect alone
             for row in by_container.values():
-                services.append({**row, "service": row["labels"].get(SERVICE_LABEL)})
+                services.append({**row, "service": row["labels"].get(SERVICE_LABEL),
+                                 "published": []})
         result["services"] = sorted(services, key=lambda s: (s["service"] or "", s["container"]))
         result["running_hashes"] = sorted(
             {
@@ -208,6 +218,34 @@ class ComposeProject(FactBase):
             }
         )
         return result
+
+
+def compose_ports(lines: list[str]) -> dict:
+    """{service: its `ports:` entries} of a compose file's text (unparsable: {})."""
+    try:
+        document = yaml.safe_load("\n".join(lines))
+    except yaml.YAMLError:
+        return {}
+    services = document.get("services") if isinstance(document, dict) else None
+    if not isinstance(services, dict):
+        return {}
+    return {name: list(body.get("ports") or []) for name, body in services.items()
+            if isinstance(body, dict)}
+
+
+def parse_publishers(value) -> list[dict]:
+    """compose ps `Publishers` as [{"address", "port", "target"}]: host-published ports only,
+    the IPv6 twin of an all-addresses binding dropped."""
+    seen = []
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, dict) or not item.get("PublishedPort"):
+            continue
+        address = item.get("URL") or "0.0.0.0"
+        entry = {"address": "0.0.0.0" if address == "::" else address,
+                 "port": int(item["PublishedPort"]), "target": int(item.get("TargetPort") or 0)}
+        if entry not in seen:
+            seen.append(entry)
+    return seen
 
 
 class ImageLabel(FactBase):

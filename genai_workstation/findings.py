@@ -10,6 +10,8 @@ CONFIG = "config"  # a converge would change this (pyinfra plan)
 STATE = "state"  # the host's facts differ from the inventory
 ERROR = "error"  # the check itself could not run (host unreachable, ...)
 SKIPPED = "skipped"  # deliberately not checked (e.g. GPU checks with gpu.mode none)
+# severities
+CRITICAL = "critical"  # e.g. an exposed app answers without credentials
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class Finding:
     actual: str
     fix: str
     kind: str = STATE
+    severity: str = ""  # CRITICAL, or "" for ordinary drift
 
     @property
     def is_drift(self) -> bool:
@@ -67,3 +70,15 @@ class Report:
         data = json.loads(text)
         return cls(hosts=list(data["hosts"]),
                    findings=[Finding(**item) for item in data["findings"]])
+
+
+def mode4(mode) -> str:
+    """A permission mode as four octal digits ("0755", "0600", "0000"), from stat's %a text
+    ("755", "0"), an int (0o755) or None ("unknown")."""
+    if mode is None or mode == "":
+        return "unknown"
+    try:
+        value = mode if isinstance(mode, int) else int(str(mode), 8)
+    except ValueError:
+        return str(mode)
+    return f"{value:04o}"

@@ -6,7 +6,7 @@ import textwrap
 import time
 from xml.etree import ElementTree as ET
 
-from .findings import CONFIG, ERROR, SKIPPED, STATE, Report
+from .findings import CONFIG, CRITICAL, ERROR, SKIPPED, STATE, Report
 
 FORMATS = ("table", "json", "junit", "prometheus")
 
@@ -25,7 +25,8 @@ def table(report: Report) -> str:
             f"{len(drift)} drift" if drift else "no drift")
         lines.append(f"{host}: {status}")
         for f in found:
-            lines.append(f"  [{f.kind}] {f.item}")
+            mark = f"[{f.kind}] {f.severity.upper()}:" if f.severity else f"[{f.kind}]"
+            lines.append(f"  {mark} {f.item}")
             lines.append(f"      expected: {f.expected}")
             lines.append(f"      actual:   {f.actual}")
             if f.fix:
@@ -54,7 +55,9 @@ def junit(report: Report) -> str:
             elif f.kind == SKIPPED:
                 ET.SubElement(case, "skipped", message=f.actual)
             else:
-                ET.SubElement(case, "failure", message=f"{f.item}: {f.actual}").text = detail
+                critical = f"{f.severity.upper()}: " if f.severity else ""
+                ET.SubElement(case, "failure",
+                              message=f"{critical}{f.item}: {f.actual}").text = detail
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, "unicode") + "\n"
 
@@ -71,6 +74,14 @@ def prometheus(report: Report, now: float | None = None) -> str:
             count = sum(f.kind == kind for f in report.for_host(host))
             out.append(f'genai_workstation_drift_findings{{host="{_label(host)}",kind="{kind}"}} '
                        f"{count}")
+    out += [
+        "# HELP genai_workstation_drift_critical_findings Critical findings of the last check "
+        "(e.g. an exposed app answering without credentials).",
+        "# TYPE genai_workstation_drift_critical_findings gauge",
+    ]
+    for host in report.hosts:
+        count = sum(f.severity == CRITICAL for f in report.for_host(host))
+        out.append(f'genai_workstation_drift_critical_findings{{host="{_label(host)}"}} {count}')
     out += [
         "# HELP genai_workstation_drift_item 1 for each drifted item of the last check.",
         "# TYPE genai_workstation_drift_item gauge",

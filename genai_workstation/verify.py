@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .findings import SKIPPED, Finding
+from .findings import SKIPPED, Finding, mode4
 from .gpus import GpuResolutionError, resolve_gpu
 from .layout import COMFYUI_MODEL_FOLDERS, DATA_FOLDERS
 
@@ -11,6 +11,8 @@ CLOCK_SKEW_LIMIT_SECONDS = 30
 STACK_MEMORY_MIB = {"comfyui": 8192, "forge": 8192}
 WRITABLE_FOLDERS = ("input", "output", "user", "custom_nodes", "cache")
 CONVERGE = "pyinfra inventory.py deploys/workstation.py"
+MODELS_DEPLOY = "pyinfra inventory.py deploys/models.py"
+SITE_DEPLOY = "pyinfra inventory.py deploys/site.py"
 
 
 def workspace_paths(data) -> list[str]:
@@ -138,11 +140,7 @@ def _folders(host, data, facts) -> list[Finding]:
     uid, gid = data["user"]["uid"], data["user"]["gid"]
     found = []
     missing = [path for path, state in facts["paths"].items() if not state.get("exists")]
-    if missing:
-        more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
-        shown = ", ".join(missing[:4]) + more
-        found.append(Finding(host, "workspace folders", "all present",
-                             f"{len(missing)} missing: {shown}", CONVERGE))
+    found += _missing_folders(host, data, missing)
     for path, state in facts["paths"].items():
         if not state.get("exists"):
             continue
@@ -155,14 +153,56 @@ def _folders(host, data, facts) -> list[Finding]:
             found.append(Finding(host, f"owner of {path}", f"{uid}:{gid}",
                                  f"{state.get('uid')}:{state.get('gid')}",
                                  f"chown {uid}:{gid} {path}  (or {CONVERGE})"))
-        if state.get("mode") != "755":
-            found.append(Finding(host, f"mode of {path}", "755", str(state.get("mode")),
+        if mode4(state.get("mode")) != "0755":
+            found.append(Finding(host, f"mode of {path}", "0755", mode4(state.get("mode")),
                                  f"chmod 755 {path}  (or {CONVERGE})"))
     for path, probe in (facts.get("probe") or {}).items():
         if not probe.get("writable") and facts["paths"].get(path, {}).get("exists", True):
             found.append(Finding(host, f"uid {uid} can write {path}", "writable",
                                  probe.get("error") or "not writable",
                                  f"chown -R {uid}:{gid} {path}  (containers run as {uid}:{gid})"))
+    return found
+
+
+def manifest_files(data) -> dict[str, list[str]]:
+    """{absolute folder: file names (or source keys when the name comes from the network)} of
+    the host's model manifest."""
+    from .models.downloader import default_name, folder_of, source_key
+
+    models = data["models_dir"].rstrip("/")
+    files: dict[str, list[str]] = {}
+    for spec in data.get("models") or []:
+        name = default_name(spec) or source_key(spec)
+        files.setdefault(f"{models}/{folder_of(spec)}", []).append(name)
+    return files
+
+
+def _missing_folders(host, data, missing: list[str]) -> list[Finding]:
+    """Missing folders: those that held manifest files name the deploy that brings the files
+    back too (deploys/workstation.py would recreate them empty); the others are one finding."""
+    manifest = manifest_files(data)
+    models_root = data["models_dir"].rstrip("/")
+    found, empty, covered = [], [], []
+    for path in sorted(missing, key=len):
+        if any(path.startswith(root + "/") for root in covered):
+            continue  # inside a missing folder already reported with its files
+        names = [n for folder, held in manifest.items()
+                 if folder == path or folder.startswith(path + "/") for n in held]
+        if not names:
+            empty.append(path)
+            continue
+        covered.append(path)
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        deploy = SITE_DEPLOY if path == models_root or not path.startswith(models_root + "/") \
+            else MODELS_DEPLOY
+        found.append(Finding(host, f"folder {path}",
+                             f"present, with its {len(names)} model file(s) of the manifest",
+                             "missing", f"{deploy}  (recreates the folder and downloads {shown} "
+                             f"again; {CONVERGE} alone would recreate it empty)"))
+    if empty:
+        more = f" and {len(empty) - 4} more" if len(empty) > 4 else ""
+        found.append(Finding(host, "workspace folders", "all present",
+                             f"{len(empty)} missing: {', '.join(empty[:4]) + more}", CONVERGE))
     return found
 
 

@@ -10,6 +10,10 @@ lists an RTX 3080 at PCI 01:00.0 and an RTX 3090 at 02:00.0, and the stand-in im
 same two cards in the same order (STANDIN_GPUS), so the product's pin `--cuda-device 1`
 (CUDA_DEVICE_ORDER=PCI_BUS_ID) is what makes the app see the declared RTX 3090.
 
+ComfyUI is exposed behind the authenticating proxy (bearer auth): its proxy image is a
+STAND-IN too, Debian's own `caddy` binary on the same local base image (the product's default
+is the `caddy:2` image from a registry, which this machine cannot reach).
+
 Then `genai-drift` runs as a subprocess (as a user runs it): no drift on the converged host;
 each drift injected one at a time (and undone) is reported with exit code 2 and the right item;
 an unreachable host gives exit 1; the four renderings parse. Last, the verify step fails
@@ -18,8 +22,11 @@ an unreachable host gives exit 1; the four renderings parse. Last, the verify st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -45,6 +52,8 @@ CARDS = f"{GPU_3080}=10240,{GPU_3090}=24576"
 # What a container sees when its driver enumerates the cards the other way round.
 CARDS_SWAPPED = f"{GPU_3090}=24576,{GPU_3080}=10240"
 IMAGE = "local/genai-standin-drift:1"  # the tag the inventory names, inside the host
+PROXY_IMAGE = "local/genai-caddy-standin:1"  # Debian's caddy binary on the local base image
+PROXY_PORT = 8443
 WORKSPACE = "/srv/genai"
 STACK_DIR = f"{WORKSPACE}/stacks/comfyui"
 OUTPUT = f"{WORKSPACE}/output"
@@ -54,6 +63,8 @@ WORKSPACE_OP = f"Workstation | Workspace {WORKSPACE}"
 RUNTIME_OP = "Workstation | Docker nvidia runtime in daemon.json"
 DRIFT_TIMEOUT = 300
 TIMINGS: dict[str, float] = {}
+SECRET_FILE = f"{STACK_DIR}/secrets/proxy_auth_comfyui"
+SECRETS: dict[str, Path] = {}  # "file": the secrets file the site's runs use (COMFYUI_AUTH)
 
 
 # --- set-up ---------------------------------------------------------------------------------
@@ -70,14 +81,22 @@ def _settings(nvidia_repo) -> dict:
                            "repo_url": nvidia_repo.repo_url,
                            "gpgkey_url": nvidia_repo.gpgkey_url},
         "stacks": {"comfyui": {"port": 8188, "gpu": "RTX 3090", "health_timeout": 90,
-                               "image": {"build": False, "name": IMAGE}}},
+                               "image": {"build": False, "name": IMAGE},
+                               "auth": {"type": "bearer"},
+                               "expose": {"address": "0.0.0.0", "port": PROXY_PORT},
+                               "proxy_image": PROXY_IMAGE}},
     }
+
+
+def run_site(deploy: str, inventory: Path):
+    """run_pyinfra with the site's secrets file (the proxy's bearer token)."""
+    return run_pyinfra(deploy, inventory, secrets=SECRETS.get("file"))
 
 
 def _converge(deploy: str, inventory: Path, attempts: int = 2):
     """A run that must succeed; one retry when apt met a transient mirror/proxy error."""
     for attempt in range(attempts):
-        run = run_pyinfra(deploy, inventory)
+        run = run_site(deploy, inventory)
         transient = "Failed to fetch" in run.stderr or "Bad Gateway" in run.stderr
         if run.ok or not transient or attempt == attempts - 1:
             return run
@@ -85,10 +104,24 @@ def _converge(deploy: str, inventory: Path, attempts: int = 2):
 
 
 @pytest.fixture(scope="module")
-def images(docker_engine) -> dict[str, str]:
+def images(docker_engine, tmp_path_factory) -> dict[str, str]:
     """Stand-in tags in the test engine: `good` sees the cards in PCI order, `swapped` not."""
     return {"good": docker_engine.standin_variant(STANDIN_GPUS=CARDS),
-            "swapped": docker_engine.standin_variant(STANDIN_GPUS=CARDS_SWAPPED)}
+            "swapped": docker_engine.standin_variant(STANDIN_GPUS=CARDS_SWAPPED),
+            "proxy": _proxy_image(docker_engine, tmp_path_factory.mktemp("caddy"))}
+
+
+def _proxy_image(docker_engine, context: Path) -> str:
+    """The proxy STAND-IN: this machine's Debian `caddy` on the local base image."""
+    caddy = shutil.which("caddy")
+    if not caddy:
+        pytest.skip("caddy not installed (tests/setup.sh installs it)")
+    shutil.copy2(caddy, context / "caddy")
+    (context / "Dockerfile").write_text(
+        "ARG BASE\nFROM ${BASE}\nCOPY caddy /usr/bin/caddy\n"
+        'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]\n')
+    docker_engine.build(context, PROXY_IMAGE, build_args={"BASE": docker_engine.base_image})
+    return PROXY_IMAGE
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +134,9 @@ def site(docker_host, nvidia_repo, docker_engine, images, tmp_path_factory):
                               "nvidia-repo-relay-drift")
     try:
         folder = tmp_path_factory.mktemp("drift-inventory")
+        SECRETS["file"] = folder / "secrets.env"
+        SECRETS["file"].write_text(f"COMFYUI_AUTH=drift-e2e-{secrets.token_urlsafe(24)}\n")
+        SECRETS["file"].chmod(0o600)
         inventory = folder / "inventory.yaml"
         inventory.write_text(yaml.safe_dump(
             fleet_inventory([docker_host], **_settings(nvidia_repo)), sort_keys=False))
@@ -115,7 +151,7 @@ def site(docker_host, nvidia_repo, docker_engine, images, tmp_path_factory):
         started = time.monotonic()
         tarball = docker_host.path("/tmp/standin-images.tar")
         docker_engine.run("save", "-o", str(tarball), images["good"], images["swapped"],
-                          timeout=300)
+                          images["proxy"], timeout=300)
         docker_host.run(f"docker load -q -i /tmp/standin-images.tar && rm /tmp/standin-images.tar"
                         f" && docker tag {images['good']} {IMAGE}", timeout=300)
         TIMINGS["image load"] = time.monotonic() - started
@@ -123,7 +159,7 @@ def site(docker_host, nvidia_repo, docker_engine, images, tmp_path_factory):
         first = _converge("deploys/site.py", inventory).check()
         TIMINGS["site first"] = time.monotonic() - started
         started = time.monotonic()
-        second = run_pyinfra("deploys/site.py", inventory)
+        second = run_site("deploys/site.py", inventory)
         TIMINGS["site second"] = time.monotonic() - started
         yield {"inventory": inventory, "base": base, "first": first, "second": second,
                "folder": folder}
@@ -142,7 +178,7 @@ def drift(inventory: Path, *args: str, name: str = "") -> tuple[int, str, str]:
            if key not in ("SSH_AUTH_SOCK", "GENAI_INVENTORY", "GENAI_SECRETS")
            and not key.endswith(("_TOKEN", "_AUTH", "_PASSWORD", "_SECRET", "_KEY"))}
     env.update({"GENAI_INVENTORY": str(inventory),
-                "GENAI_SECRETS": str(inventory.parent / "no-secrets.env"),
+                "GENAI_SECRETS": str(SECRETS.get("file") or inventory.parent / "no-secrets.env"),
                 "PYINFRA_PROGRESS": "off",
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                             os.environ.get("PYTHONPATH")]))})
@@ -180,8 +216,26 @@ def compose(host, *args: str, check: bool = True):
                     timeout=180)
 
 
+def proxy_status(host, port: int = PROXY_PORT) -> str:
+    """The status line the proxy's published port answers without credentials, on the host."""
+    script = ('exec 3<>/dev/tcp/127.0.0.1/$0 && printf "GET / HTTP/1.0\\r\\n\\r\\n" >&3 && '
+              'head -n 1 <&3')
+    return host.run(["timeout", "5", "bash", "-c", script, str(port)],
+                    check=False).stdout.strip()
+
+
+def wait_proxy(host, code: str = " 401 ", port: int = PROXY_PORT, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while code not in proxy_status(host, port):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the proxy does not answer {code.strip()} on {port}: "
+                                 f"{proxy_status(host, port)!r}")
+        time.sleep(0.5)
+
+
 def wait_app_answers(host, timeout: float = 60) -> str:
-    """Poll until the app in the comfyui container answers /system_stats; its device name."""
+    """Poll until the app in the comfyui container answers /system_stats (and the proxy in
+    front of it refuses a request without credentials); the app's device name."""
     code = ("import json,urllib.request as u;"
             "print(json.load(u.urlopen('http://127.0.0.1:8188/system_stats',timeout=5))"
             "['devices'][0]['name'])")
@@ -189,10 +243,27 @@ def wait_app_answers(host, timeout: float = 60) -> str:
     while True:
         seen = compose(host, "exec", "-T", "comfyui", "python3", "-c", f'"{code}"', check=False)
         if seen.returncode == 0 and seen.stdout.strip():
+            wait_proxy(host)
             return seen.stdout.strip()
         if time.monotonic() > deadline:
             raise AssertionError(f"the comfyui app did not answer: {seen.stdout}{seen.stderr}")
         time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def stack_file_edited(host, name: str, change, *apply: str):
+    """A file of the deployed stack rewritten in place (same inode, so bind mounts see it) by
+    `change(old bytes)` and applied with `docker compose APPLY`; restored and applied after."""
+    path = host.path(f"{STACK_DIR}/{name}")
+    before = path.read_bytes()
+    path.write_bytes(change(before))
+    try:
+        compose(host, *apply)
+        yield
+    finally:
+        path.write_bytes(before)
+        compose(host, *apply)
+        wait_proxy(host)
 
 
 def run_image(host, tag: str) -> str:
@@ -245,7 +316,7 @@ def test_chmod_folder_is_drift_and_all_renderings_parse(site, docker_host, tmp_p
     assert code_json == 2 and code_table == 2, log
     mode = finding(findings, f"mode of {OUTPUT}")
     assert (mode["kind"], mode["host"], mode["expected"], mode["actual"]) == (
-        "state", host, "755", "700"), mode
+        "state", host, "0755", "0700"), mode
     assert f"chmod 755 {OUTPUT}" in mode["fix"]
     assert WORKSPACE_OP in items(findings, "config"), log
     assert f"uid 1000 can write {OUTPUT}" not in items(findings)  # the owner still can
@@ -268,7 +339,7 @@ def test_chmod_folder_is_drift_and_all_renderings_parse(site, docker_host, tmp_p
     assert f'item="mode of {OUTPUT}"' in text and "genai_workstation_drift_exit_code 2" in text
     # the terminal table names host, item, expected, actual and the fix
     assert f"{host}: " in table and f"[state] mode of {OUTPUT}" in table
-    assert "expected: 755" in table and "actual:   700" in table
+    assert "expected: 0755" in table and "actual:   0700" in table
     assert f"chmod 755 {OUTPUT}" in table
 
 
@@ -345,6 +416,68 @@ def test_wrong_card_in_the_container(site, docker_host, images):
     assert GPU_3080 in gpu["actual"], gpu
 
 
+def test_published_port_changed_and_applied_names_the_port(site, docker_host):
+    """compose.yaml edited by hand and applied: the proxy really listens on another port."""
+    def changed(before: bytes) -> bytes:
+        after = before.replace(f"0.0.0.0:{PROXY_PORT}:8080".encode(), b"0.0.0.0:8444:8080")
+        assert after != before, before.decode()
+        return after
+
+    with stack_file_edited(docker_host, "compose.yaml", changed, "up", "-d"):
+        wait_proxy(docker_host, port=8444)
+        code, findings, log = drift_json(site["inventory"], "port changed")
+    assert code == 2, log
+    port = finding(findings, "stack comfyui: published port of proxy")
+    assert (port["kind"], port["expected"], port["actual"]) == (
+        "state", f"0.0.0.0:{PROXY_PORT}",
+        "0.0.0.0:8444 (compose.yaml and the running container)"), port
+    assert "deploys/comfyui.py" in port["fix"] and f"0.0.0.0:{PROXY_PORT}" in port["fix"]
+    # the proxy was asked where it really listens, and refused: no auth finding
+    assert not [i for i in items(findings) if "without credentials" in i], log
+    assert STACK_OP in items(findings, "config"), log
+
+
+def test_widened_secret_file_is_named_and_fails_verify(site, docker_host):
+    docker_host.run(f"chmod 644 {SECRET_FILE} && chown 0:0 {SECRET_FILE}")
+    try:
+        code, findings, log = drift_json(site["inventory"], "secret 0644 root")
+        started = time.monotonic()
+        verify = run_site("deploys/verify.py", site["inventory"])
+        TIMINGS["verify.py secret 0644"] = time.monotonic() - started
+    finally:
+        docker_host.run(f"chmod 600 {SECRET_FILE} && chown 1000:1000 {SECRET_FILE}")
+    assert code == 2, log
+    mode = finding(findings, f"mode of secret file {SECRET_FILE}")
+    assert (mode["kind"], mode["expected"], mode["actual"], mode["severity"]) == (
+        "state", "0600", "0644", "critical"), mode
+    assert mode["fix"].startswith(f"chmod 600 {SECRET_FILE}"), mode
+    owner = finding(findings, f"owner of secret file {SECRET_FILE}")
+    assert (owner["expected"], owner["actual"]) == ("1000:1000", "0:0"), owner
+    assert STACK_OP in items(findings, "config"), log
+    assert verify.rc != 0 and "verification failed" in verify.stderr, verify.describe()
+    assert f"mode of secret file {SECRET_FILE}: expected 0600; actual 0644" in verify.stderr
+    assert not verify.changed, verify.describe()
+
+
+def test_proxy_letting_requests_through_is_a_critical_finding(site, docker_host):
+    """A proxy config without its auth (edited by hand, in place): the app answers anyone."""
+    no_auth = (b"{\n\tadmin off\n\tauto_https off\n}\n"
+               b"http://:8080 {\n\treverse_proxy comfyui:8188\n}\n")
+    with stack_file_edited(docker_host, "proxy/Caddyfile", lambda _old: no_auth,
+                           "restart", "proxy"):
+        wait_proxy(docker_host, " 200 ")
+        code, findings, log = drift_json(site["inventory"], "open proxy")
+        _code, table, _err = drift(site["inventory"], name="open proxy (table)")
+    assert code == 2, log
+    opened = finding(findings, "stack comfyui: proxy refuses comfyui without credentials")
+    assert (opened["kind"], opened["severity"]) == ("state", "critical"), opened
+    assert opened["expected"] == f"HTTP 401 (or a redirect to a login) at " \
+                                 f"http://127.0.0.1:{PROXY_PORT}/", opened
+    assert opened["actual"].startswith("HTTP 200 without credentials"), opened
+    assert f"cd {STACK_DIR} && docker compose stop proxy" in opened["fix"], opened
+    assert "[state] CRITICAL: stack comfyui: proxy refuses comfyui without credentials" in table
+
+
 def test_unreachable_host_is_an_error(site, docker_host, tmp_path):
     document = yaml.safe_load(site["inventory"].read_text())
     with socket.socket() as probe:  # a port nobody listens on: connection refused
@@ -374,7 +507,7 @@ def test_verify_fails_when_the_write_probe_fails(site, docker_host):
     docker_host.run(f"chown 4321:4321 {OUTPUT}")
     try:
         started = time.monotonic()
-        run = run_pyinfra("deploys/verify.py", site["inventory"])
+        run = run_site("deploys/verify.py", site["inventory"])
         TIMINGS["verify.py chown"] = time.monotonic() - started
     finally:
         docker_host.run(f"chown 1000:1000 {OUTPUT}")
@@ -392,7 +525,7 @@ def test_site_run_fails_when_the_write_probe_fails(site, docker_host):
     docker_host.run(f"mount --bind -o ro {OUTPUT} {OUTPUT}")
     try:
         started = time.monotonic()
-        run = run_pyinfra("deploys/site.py", site["inventory"])
+        run = run_site("deploys/site.py", site["inventory"])
         TIMINGS["site.py ro output"] = time.monotonic() - started
     finally:
         docker_host.run(f"umount {OUTPUT}")
@@ -405,7 +538,7 @@ def test_site_run_fails_when_the_write_probe_fails(site, docker_host):
 def test_site_run_repairs_a_chowned_folder(site, docker_host):
     """The converge itself gives the folder back to the user, so its verify passes."""
     docker_host.run(f"chown 4321:4321 {OUTPUT}")
-    run = run_pyinfra("deploys/site.py", site["inventory"])
+    run = run_site("deploys/site.py", site["inventory"])
     owner = docker_host.run(f"stat -c %u:%g {OUTPUT}").stdout.strip()
     if owner != "1000:1000":
         docker_host.run(f"chown 1000:1000 {OUTPUT}")
@@ -418,9 +551,9 @@ def test_verify_and_site_fail_when_the_container_sees_another_card(site, docker_
     run_image(docker_host, images["swapped"])
     try:
         started = time.monotonic()
-        verify = run_pyinfra("deploys/verify.py", site["inventory"])
+        verify = run_site("deploys/verify.py", site["inventory"])
         TIMINGS["verify.py wrong card"] = time.monotonic() - started
-        converge = run_pyinfra("deploys/site.py", site["inventory"])
+        converge = run_site("deploys/site.py", site["inventory"])
     finally:
         run_image(docker_host, images["good"])
     assert verify.rc != 0 and "verification failed" in verify.stderr, verify.describe()

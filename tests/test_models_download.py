@@ -190,17 +190,63 @@ def test_no_token_for_a_plain_url_on_another_host(model_server, tmp_path):
     assert all(r.authorization is None for r in model_server.log)
 
 
-def test_redirect_to_another_host_drops_the_header(model_server, tmp_path):
+def test_plain_url_gets_no_token_even_on_an_endpoint_origin(model_server, tmp_path):
+    """A `url:` entry carries no credential, even when it points at the Hugging Face
+    endpoint's origin (and across its redirect): the source decides, not the origin."""
     data = blob(10_000, seed=10)
     model_server.add_file("r.safetensors", data)
     spec = {"url": f"{model_server.url}/redirect/r.safetensors", "folder": "vae",
             "sha256": sha(data)}
     result, out = run_sync([spec], tmp_path / "models", model_server,
-                           tokens={"HF_TOKEN": HF_TOKEN})
+                           tokens={"HF_TOKEN": HF_TOKEN, "CIVITAI_TOKEN": CIVITAI_TOKEN})
     assert result.ok, out
     first, *rest = [r for r in model_server.log if r.method == "GET"]
-    assert first.host.startswith("127.0.0.1") and first.authorization == f"Bearer {HF_TOKEN}"
-    assert rest and all(r.authorization is None for r in rest)
+    assert first.host.startswith("127.0.0.1") and rest  # the redirect was followed
+    assert all(r.authorization is None for r in model_server.log), model_server.log
+
+
+def test_one_mirror_for_both_sources_gets_each_token_for_its_own_source(model_server,
+                                                                        tmp_path):
+    """Hugging Face and Civitai endpoints on ONE origin: every request of an `hf` entry carries
+    HF_TOKEN, every request of a `civitai` entry CIVITAI_TOKEN, a plain URL none, and the
+    storage host behind the redirects none (counted at the server)."""
+    hf_data, civitai_data, plain = blob(60_000, seed=21), blob(70_000, seed=22), blob(500, 23)
+    model_server.add_hf_file("org/repo", "main", "m.safetensors", hf_data)
+    model_server.add_civitai_version(777, "lora_v1.safetensors", civitai_data)
+    model_server.add_file("plain.safetensors", plain)
+    specs = [{"hf": "org/repo", "file": "m.safetensors", "revision": "main",
+              "folder": "checkpoints"},
+             {"civitai": 777, "folder": "loras"},
+             {"url": f"{model_server.url}/files/plain.safetensors", "folder": "vae",
+              "sha256": sha(plain)}]
+    result, out = run_sync(specs, tmp_path / "models", model_server,
+                           tokens={"HF_TOKEN": HF_TOKEN, "CIVITAI_TOKEN": CIVITAI_TOKEN})
+    assert result.ok, out
+    assert (tmp_path / "models" / "loras" / "lora_v1.safetensors").read_bytes() == civitai_data
+    mirror = model_server.requests_to("127.0.0.1")
+    hf = [r for r in mirror if r.path.startswith(("/api/models/", "/org/repo/"))]
+    civitai = [r for r in mirror if r.path.startswith(("/api/v1/", "/api/download/"))]
+    plain_requests = [r for r in mirror if r.path.startswith("/files/plain")]
+    assert hf and civitai and plain_requests, mirror
+    assert {r.authorization for r in hf} == {f"Bearer {HF_TOKEN}"}, hf
+    assert {r.authorization for r in civitai} == {f"Bearer {CIVITAI_TOKEN}"}, civitai
+    assert {r.authorization for r in plain_requests} == {None}, plain_requests
+    assert {r.authorization for r in model_server.requests_to("127.0.0.2")} == {None}
+    assert HF_TOKEN not in out and CIVITAI_TOKEN not in out
+
+
+def test_a_token_goes_only_below_its_own_endpoint():
+    """Endpoints on one origin with path prefixes: each token stays below its own prefix."""
+    http = d.Http({"HF_TOKEN": HF_TOKEN, "CIVITAI_TOKEN": CIVITAI_TOKEN},
+                  "http://mirror.lan:8080/hf", "http://mirror.lan:8080/civitai/")
+    assert http.token_for("http://mirror.lan:8080/hf/org/repo/resolve/main/x", "hf") == HF_TOKEN
+    assert http.token_for("http://mirror.lan:8080/civitai/api/v1/x", "hf") is None
+    assert http.token_for("http://mirror.lan:8080/hfx/org/repo", "hf") is None
+    assert http.token_for("http://mirror.lan:8080/civitai/api/download/models/1",
+                          "civitai") == CIVITAI_TOKEN
+    assert http.token_for("http://mirror.lan:8080/hf/org/repo", "civitai") is None
+    assert http.token_for("https://mirror.lan:8080/hf/org/repo", "hf") is None  # scheme
+    assert http.token_for("http://mirror.lan:8080/hf/org/repo", None) is None  # plain url
 
 
 def test_second_run_changes_nothing_and_asks_nobody(model_server, tmp_path):

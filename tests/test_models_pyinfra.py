@@ -131,6 +131,48 @@ def test_operation_via_pyinfra_cli_converges_and_hides_the_token(model_server, t
     assert len(model_server.log) == requests_before
 
 
+def test_operation_sends_each_token_to_its_own_source_on_one_mirror(model_server, tmp_path,
+                                                                    pyinfra_run):
+    """Through pyinfra: `model_endpoints` in the inventory name ONE mirror for Hugging Face and
+    Civitai; the server counts which token each request carried."""
+    civitai_token = "".join(f"{n:x}" for n in range(16)) * 2  # fake, built at run time
+    model_server.add_hf_file("org/gated", "main", "g.safetensors", b"hf" * 20000)
+    model_server.add_civitai_version(31337, "style.safetensors", b"cv" * 20000)
+    models = [{"hf": "org/gated", "file": "g.safetensors", "folder": "checkpoints",
+               "gated": True},
+              {"civitai": 31337, "folder": "loras"}]
+    deploy = tmp_path / "deploy_models.py"
+    deploy.write_text(textwrap.dedent(f"""
+        from pyinfra import host
+        from genai_workstation.models.operation import synced
+
+        data = host.data.dict()
+        endpoints = data["model_endpoints"]
+        synced(name="Models (one mirror)", models=data["models"],
+               models_dir=data["models_dir"], user=data["user"], secrets=data["secrets"],
+               hf_endpoint=endpoints["huggingface"], civitai_endpoint=endpoints["civitai"],
+               python={sys.executable!r}, state_dir={str(tmp_path / "state")!r})
+    """))
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text(f"HF_TOKEN={HF_TOKEN}\nCIVITAI_TOKEN={civitai_token}\n")
+    secrets.chmod(0o600)
+    inventory = _local_inventory(tmp_path, models)
+    inventory["hosts"]["local"]["model_endpoints"] = {"huggingface": model_server.url,
+                                                      "civitai": model_server.url}
+    run = pyinfra_run(deploy, inventory, "-vvv", secrets=secrets)
+    run.check()
+    assert (tmp_path / "ws" / "models" / "loras" / "style.safetensors").exists()
+    mirror = model_server.requests_to("127.0.0.1")
+    hf = [r.authorization for r in mirror if r.path.startswith(("/api/models/", "/org/"))]
+    civitai = [r.authorization for r in mirror
+               if r.path.startswith(("/api/v1/", "/api/download/"))]
+    assert hf and set(hf) == {f"Bearer {HF_TOKEN}"}, mirror
+    assert civitai and set(civitai) == {f"Bearer {civitai_token}"}, mirror
+    assert {r.authorization for r in model_server.requests_to("127.0.0.2")} == {None}
+    assert HF_TOKEN not in run.stdout + run.stderr
+    assert civitai_token not in run.stdout + run.stderr
+
+
 @pytest.mark.hosts
 def test_deploy_models_on_a_fresh_host(fresh_host, model_server, pyinfra_run, tmp_path):
     """deploys/models.py over SSH: installs python3-requests, downloads, then plans nothing."""

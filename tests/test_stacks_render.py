@@ -112,8 +112,9 @@ def test_ports_bind_to_localhost_by_default(tmp_path):
     services = compose(stack)["services"]
     assert services["comfyui"]["ports"] == ["127.0.0.1:8188:8188"]
     assert "proxy" not in services
-    assert stack.published == [("127.0.0.1", 8188)]
+    assert stack.published == [("comfyui", "127.0.0.1", 8188)]
     assert not stack.secret_paths()
+    assert stack.auth_checks == []
 
 
 def test_expose_with_auth_publishes_only_the_proxy(tmp_path):
@@ -123,11 +124,14 @@ def test_expose_with_auth_publishes_only_the_proxy(tmp_path):
     publishing = {name for name, body in services.items() if body.get("ports")}
     assert publishing == {"proxy"}
     assert services["proxy"]["ports"] == ["0.0.0.0:8443:8080"]
-    assert stack.published == [("0.0.0.0", 8443)]
+    assert stack.published == [("proxy", "0.0.0.0", 8443)]
     assert services["proxy"]["secrets"] == ["proxy_auth_comfyui"]
     assert stack.files["secrets/proxy_auth_comfyui"].mode == 0o600
-    proxy_check = [h for h in stack.health if h["service"] == "proxy"]
-    assert proxy_check[0]["expect_status"] == 401
+    # the check verify and drift run: no credentials at the published address -> 401
+    assert stack.auth_checks == [{"protects": "comfyui", "proxy_port": 8080,
+                                  "url": "http://127.0.0.1:8443/"}]
+    assert [h["service"] for h in stack.health] == ["comfyui"]
+    assert set(stack.health[0]) == {"service", "url", "gpu_url"}
 
 
 def test_forge_instances_mixed_exposure(tmp_path):
@@ -137,7 +141,8 @@ def test_forge_instances_mixed_exposure(tmp_path):
     assert "ports" not in services["forge-myia"]
     assert services["forge-turbo"]["ports"] == ["127.0.0.1:17861:7860"]
     assert services["proxy"]["ports"] == ["0.0.0.0:36525:8080"]
-    assert sorted(stack.published) == [("0.0.0.0", 36525), ("127.0.0.1", 17861)]
+    assert sorted(stack.published) == [("forge-turbo", "127.0.0.1", 17861),
+                                       ("proxy", "0.0.0.0", 36525)]
     assert stack.services == ["forge-myia", "forge-turbo", "proxy"]
     # Forge flags: API on, nothing installed at start, the shared models/ tree.
     command = services["forge-turbo"]["command"]
@@ -373,9 +378,9 @@ def test_custom_stack_renders_vars_and_keeps_secrets_in_0600_files(tmp_path):
     for path, rendered in stack.files.items():
         if not rendered.secret:
             assert CUSTOM_SECRET.encode() not in rendered.data(), path
-    assert sorted(stack.published) == [("0.0.0.0", 7000), ("127.0.0.1", 9001)]
+    assert sorted(stack.published) == [("tts", "0.0.0.0", 7000), ("whisper", "127.0.0.1", 9001)]
     assert any("7000" in w for w in stack.warnings)
-    assert [h["service"] for h in stack.health] == ["whisper"]
+    assert stack.health == []  # compose's own healthcheck: `up --wait` waits for it
     compose_config(write(stack, tmp_path / "out-speech"))
 
 
@@ -663,7 +668,7 @@ def test_auth_without_expose_is_fronted_on_loopback(tmp_path):
     services = compose(stack)["services"]
     assert "ports" not in services["comfyui"]
     assert services["proxy"]["ports"] == ["127.0.0.1:8188:8080"]
-    assert stack.published == [("127.0.0.1", 8188)]
+    assert stack.published == [("proxy", "127.0.0.1", 8188)]
     assert stack.files["secrets/proxy_auth_comfyui"].mode == 0o600
 
 

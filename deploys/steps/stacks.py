@@ -125,9 +125,14 @@ def stack_spec(name: str, data: dict | None = None) -> dict | None:
         rendered = stack_ops.as_plain(render(name, data, resolved, all_gpus))
     except StackError as exc:
         return {"stack": name, "error": str(exc)}
+    user = _user(data)
     return {"stack": name, "project_dir": lc.stack_dir(data["workspace"], name),
             "services": rendered["services"],
-            "checks": [list(check) for check in stack_ops.gpu_checks(rendered)]}
+            "checks": [list(check) for check in stack_ops.gpu_checks(rendered)],
+            "published": [list(p) for p in rendered["published"] or []],
+            "secret_files": sorted(p for p, f in rendered["files"].items() if f["secret"]),
+            "owner": [user["uid"], user["gid"]],
+            "auth_checks": list(rendered.get("auth_checks") or [])}
 
 
 def verify(name: str):

@@ -9,9 +9,12 @@ upload this one file to a host and run it there (`python3 downloader.py --manife
   answers 200 makes the download restart from zero), retries with backoff on connection errors
   and 5xx, `os.replace` into place only when the hash matches (a mismatch removes the part file
   and fails with both hashes).
-- Tokens: HF_TOKEN only to the Hugging Face endpoint's origin, CIVITAI_TOKEN only to Civitai's,
-  as an Authorization header (never in a URL). Redirects are followed here, hop by hop, and the
-  header is attached per hop only when that hop's origin is the token's own.
+- Tokens: the entry's source decides the credential (CREDENTIALS): an `hf` entry's requests may
+  carry HF_TOKEN, a `civitai` entry's CIVITAI_TOKEN, a plain `url` entry none. A token goes, as
+  an Authorization header (never in a URL), only to URLs below its own source's configured
+  endpoint (same origin and path prefix), so one mirror serving both sources still gets each
+  token for its own source only. Redirects are followed here, hop by hop, and the header is
+  attached per hop only when that hop is below the token's endpoint.
 - Idempotent: a verified file's (size, mtime) is kept in `<models_dir>/.genai-verified.json`, so a
   second run neither re-hashes nor even asks the network about it.
 """
@@ -34,7 +37,9 @@ import requests
 HF_ENDPOINT = "https://huggingface.co"
 CIVITAI_ENDPOINT = "https://civitai.com"
 SIDECAR = ".genai-verified.json"
-TOKEN_NAMES = ("HF_TOKEN", "CIVITAI_TOKEN")
+# source kind of a manifest entry -> the secret that authenticates it (its endpoint: Http)
+CREDENTIALS = {"hf": "HF_TOKEN", "civitai": "CIVITAI_TOKEN"}
+TOKEN_NAMES = tuple(CREDENTIALS.values())
 # 128 KiB: a chunk is received, hashed and written while it is still in the CPU's cache
 # (2-core EPYC, 1 MiB L2: 1 MiB chunks ran at ~0.7x curl's speed, 128-512 KiB at curl's;
 # see docs/models.md).
@@ -199,19 +204,27 @@ class _NoAuth(requests.auth.AuthBase):
         return request
 
 
+def _below(url: str, endpoint: str) -> bool:
+    """Whether `url` is on the endpoint's origin and below its path (a mirror's prefix)."""
+    if origin(url) != origin(endpoint):
+        return False
+    prefix = urlsplit(endpoint).path.rstrip("/")
+    path = urlsplit(url).path
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
 class Http:
-    """requests with redirects followed here, and a token only for its own origin."""
+    """requests with redirects followed here, and each token only for its own source."""
 
     def __init__(self, tokens: dict[str, str] | None = None, hf_endpoint: str = HF_ENDPOINT,
                  civitai_endpoint: str = CIVITAI_ENDPOINT, timeout: float = 60.0):
         self.hf_endpoint = hf_endpoint.rstrip("/")
         self.civitai_endpoint = civitai_endpoint.rstrip("/")
+        self.endpoints = {"hf": self.hf_endpoint, "civitai": self.civitai_endpoint}
         tokens = tokens or {}
-        self._tokens = {}
-        if tokens.get("HF_TOKEN"):
-            self._tokens[origin(self.hf_endpoint)] = tokens["HF_TOKEN"]
-        if tokens.get("CIVITAI_TOKEN"):
-            self._tokens.setdefault(origin(self.civitai_endpoint), tokens["CIVITAI_TOKEN"])
+        # {source kind: token}; the kind's endpoint bounds where the token may go
+        self._tokens = {kind: tokens[name] for kind, name in CREDENTIALS.items()
+                        if tokens.get(name)}
         self.timeout = timeout
         self._local = threading.local()
 
@@ -225,14 +238,20 @@ class Http:
             self._local.session = session
         return session
 
-    def has_token_for(self, url: str) -> bool:
-        return origin(url) in self._tokens
+    def token_for(self, url: str, source: str | None) -> str | None:
+        """The token a request for an entry of `source` (hf, civitai, None) may carry to
+        `url`: its own source's, and only below that source's endpoint."""
+        token = self._tokens.get(source) if source else None
+        return token if token and _below(url, self.endpoints[source]) else None
 
-    def open(self, method: str, url: str, *, headers: dict | None = None, stream: bool = False,
-             data=None, follow: bool = True, max_redirects: int = 10) -> requests.Response:
+    def open(self, method: str, url: str, *, source: str | None = None,
+             headers: dict | None = None, stream: bool = False, data=None, follow: bool = True,
+             max_redirects: int = 10) -> requests.Response:
+        """One request for an entry of kind `source`; redirects followed hop by hop, each
+        hop authenticated only per token_for."""
         for _ in range(max_redirects + 1):
             hop_headers = dict(headers or {})
-            token = self._tokens.get(origin(url))
+            token = self.token_for(url, source)
             if token:
                 hop_headers["Authorization"] = f"Bearer {token}"
             response = self.session.request(method, url, headers=hop_headers, data=data,
@@ -260,10 +279,13 @@ def _http_error(item_name: str, response: requests.Response, http: Http,
     status = response.status_code
     hint = ""
     if status in (401, 403):
-        if kind == "hf" or (kind is None and origin(response.url) == origin(http.hf_endpoint)):
+        if kind == "hf":
             hint = " (gated or private: set HF_TOKEN and accept the licence on the model page)"
-        elif kind == "civitai" or origin(response.url) == origin(http.civitai_endpoint):
+        elif kind == "civitai":
             hint = " (Civitai needs a token for this file: set CIVITAI_TOKEN)"
+        else:
+            hint = (" (a `url:` entry is fetched without credentials: for a gated Hugging Face "
+                    "or Civitai file use `hf:` + `file:` or `civitai:` so that its token is sent)")
     return DownloadError(f"{item_name}: HTTP {status} from {_safe(response.url)}{hint}")
 
 
@@ -284,7 +306,8 @@ def resolve(item: Item, http: Http, log) -> None:
     elif "civitai" in spec:
         version = spec["civitai"]
         url = f"{http.civitai_endpoint}/api/v1/model-versions/{int(version)}"
-        response = http.open("GET", url, headers={"Accept": "application/json"})
+        response = http.open("GET", url, source="civitai",
+                             headers={"Accept": "application/json"})
         if response.status_code != 200:
             raise _http_error(item.key, response, http, "civitai")
         files = response.json().get("files") or []
@@ -308,7 +331,8 @@ def _hf_lfs(http: Http, repo: str, revision: str, path: str):
     """(sha256, size, how) of an LFS file: paths-info first, then the resolve HEAD."""
     url = (f"{http.hf_endpoint}/api/models/{repo}/paths-info/{quote(revision, safe='')}")
     try:
-        response = http.open("POST", url, data={"paths": path, "expand": "false"})
+        response = http.open("POST", url, source="hf",
+                             data={"paths": path, "expand": "false"})
         if response.status_code == 200:
             for entry in response.json():
                 if entry.get("path") == path:
@@ -322,7 +346,7 @@ def _hf_lfs(http: Http, repo: str, revision: str, path: str):
     except (requests.RequestException, ValueError):
         pass
     resolve_url = f"{http.hf_endpoint}/{repo}/resolve/{quote(revision, safe='')}/{quote(path)}"
-    response = http.open("HEAD", resolve_url, follow=False,
+    response = http.open("HEAD", resolve_url, source="hf", follow=False,
                          headers={"Accept-Encoding": "identity"})
     if response.status_code >= 400:
         raise _http_error(f"hf:{repo}/{path}", response, http, "hf")
@@ -446,7 +470,8 @@ def _transfer(item: Item, http: Http, state: _State) -> None:
     if state.offset:
         headers["Range"] = f"bytes={state.offset}-"
     try:
-        response = http.open("GET", item.url, headers=headers, stream=True)
+        response = http.open("GET", item.url, source=_kind(item), headers=headers,
+                             stream=True)
     except requests.RequestException as exc:
         raise _Retry(f"connection failed ({type(exc).__name__})") from None
     with response:
@@ -837,7 +862,8 @@ def _check_space(items: list[Item], models_dir: str, http: Http) -> None:
     for item in items:
         if item.size is None and item.url:
             try:
-                head = http.open("HEAD", item.url, headers={"Accept-Encoding": "identity"})
+                head = http.open("HEAD", item.url, source=_kind(item),
+                                 headers={"Accept-Encoding": "identity"})
                 if head.status_code == 200 and head.headers.get("Content-Length"):
                     item.size = int(head.headers["Content-Length"])
             except requests.RequestException:

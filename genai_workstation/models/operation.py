@@ -50,7 +50,8 @@ def synced(
     + models_dir: the model tree root (ComfyUI folder names below it)
     + user: ``{name, uid, gid}``: owner of the files (mode 0644) and folders (0755)
     + secrets: ``{HF_TOKEN, CIVITAI_TOKEN}`` (HiddenValue or str); sent via stdin only
-    + hf_endpoint / civitai_endpoint: mirrors (default huggingface.co / civitai.com)
+    + hf_endpoint / civitai_endpoint: mirrors (default huggingface.co / civitai.com); each
+      token goes only with its own source's entries, only below its own endpoint
     + jobs: files downloaded at once
     + state_dir: where the downloader and its manifest are uploaded (made 0700)
     + python: the host's interpreter (needs requests: python3-requests on Debian/Ubuntu)

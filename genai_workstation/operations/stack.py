@@ -42,7 +42,7 @@ def as_plain(rendered) -> dict:
     else:
         data = {key: getattr(rendered, key, None) for key in (
             "files", "config_hash", "image_build", "health", "expected_gpu", "published",
-            "services")}
+            "services", "auth_checks")}
     out_files = {}
     for relpath, item in (data.get("files") or {}).items():
         if isinstance(item, str):

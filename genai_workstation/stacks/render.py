@@ -131,14 +131,17 @@ class RenderedStack:
     files: dict[str, RenderedFile]
     config_hash: str
     services: list[str]
-    published: list[tuple[str, int]]
-    health: list[dict]
+    published: list[tuple[str, str, int]]  # (service, host address, host port)
+    health: list[dict]  # [{"service", "url", "gpu_url"}]: in-container addresses (GPU probe)
     expected_gpu: dict[str, str | None]
     gpus: dict[str, dict | None] = field(default_factory=dict)
     image_build: ImageBuild | None = None
     directories: list[str] = field(default_factory=list)  # host folders to create (user-owned)
     health_timeout: int = 300
     warnings: list[str] = field(default_factory=list)
+    # exposed apps: a request without credentials to `url` must be refused by the proxy
+    # [{"protects": app service, "url": published URL, "proxy_port": the proxy's own port}]
+    auth_checks: list[dict] = field(default_factory=list)
 
     def secret_paths(self) -> list[str]:
         return sorted(path for path, f in self.files.items() if f.secret)
@@ -307,7 +310,7 @@ class _App:
     cuda_index: int | None = None
     command: list[str] = field(default_factory=list)
     ports: list[str] = field(default_factory=list)  # compose `ports:` entries
-    published: list[tuple[str, int]] = field(default_factory=list)
+    published: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 class _BuiltinStack:
@@ -405,7 +408,7 @@ class _BuiltinStack:
             expose, auth = app.spec.get("expose"), app.spec.get("auth")
             if not expose and not auth:
                 app.ports = [f"127.0.0.1:{app.spec['port']}:{app.internal_port}"]
-                app.published = [("127.0.0.1", int(app.spec["port"]))]
+                app.published = [(app.service, "127.0.0.1", int(app.spec["port"]))]
                 continue
             # auth without expose is never dropped: a reverse proxy on this machine may forward
             # the world to loopback, so the authenticating proxy fronts the app there too.
@@ -436,10 +439,8 @@ class _BuiltinStack:
                 "auth_file": f"/run/secrets/{compose_secret}",
                 "gate": gate and f"{gate['service']}:{GATE_PORT}",
                 "upstream": f"{app.service}:{app.internal_port}",
-                "auth": {"type": auth["type"], "username": auth.get("username", "admin"),
-                         "secret": secret_name},
             })
-            app.published = [(expose["address"], port)]
+            app.published = [("proxy", expose["address"], port)]
         if not sites:
             return None, []
         self.files["proxy/Caddyfile"] = RenderedFile(
@@ -472,31 +473,17 @@ class _BuiltinStack:
             "config": gate_config(auth, password, token, auth.get("token_file"), field),
         }
 
-    def health_entries(self, apps: list[_App], sites: list[dict]) -> list[dict]:
-        by_service = {s["service"]: s for s in sites}
-        health = []
-        for app in apps:
-            site = by_service.get(app.service)
-            internal = f"http://127.0.0.1:{app.internal_port}"
-            if site:
-                published = f"http://{_client_ip(site['address'])}:{site['port']}"
-                auth = site["auth"]
-            else:
-                published, auth = f"http://127.0.0.1:{app.spec['port']}", None
-            health.append({
-                "service": app.service, "url": internal + app.health_path, "expect_status": 200,
-                "published_url": published + app.health_path, "auth": auth,
-                "gpu_url": internal + app.gpu_check_path,
-            })
-        for site in sites:
-            # The proxy must refuse a request without credentials.
-            health.append({
-                "service": "proxy", "url": f"http://127.0.0.1:{site['internal_port']}/",
-                "expect_status": 401,
-                "published_url": f"http://{_client_ip(site['address'])}:{site['port']}/",
-                "auth": None, "gpu_url": None, "protects": site["service"],
-            })
-        return health
+    def health_entries(self, apps: list[_App]) -> list[dict]:
+        return [{"service": app.service,
+                 "url": f"http://127.0.0.1:{app.internal_port}{app.health_path}",
+                 "gpu_url": f"http://127.0.0.1:{app.internal_port}{app.gpu_check_path}"}
+                for app in apps]
+
+    @staticmethod
+    def auth_checks(sites: list[dict]) -> list[dict]:
+        return [{"protects": site["service"], "proxy_port": site["internal_port"],
+                 "url": f"http://{_client_ip(site['address'])}:{site['port']}/"}
+                for site in sites]
 
     def app_context(self, app: _App, image: str, pull_never: bool, env: dict,
                     mounts: list[dict], start_period: int, gpu_flag: str) -> dict:
@@ -547,7 +534,7 @@ class _BuiltinStack:
             directory=f"{self.data.workspace}/stacks/{self.kind}", files=self.files,
             config_hash="", services=services,
             published=[p for a in apps for p in a.published],
-            health=self.health_entries(apps, sites),
+            health=self.health_entries(apps), auth_checks=self.auth_checks(sites),
             expected_gpu={a.service: (a.gpu or {}).get("name") for a in apps},
             gpus={a.service: None if a.gpu is None else {**a.gpu, "cuda_index": a.cuda_index}
                   for a in apps},
@@ -797,8 +784,7 @@ class _Custom:
                     raise StackError(f"{field_path}: {target} contains the value of a secret",
                                      "refer to secrets through compose `secrets:` "
                                      "({{ secrets.NAME }}) or the env file, never by value")
-        compose, warnings, published, services, health = self.compose(files["compose.yaml"],
-                                                                        field_path)
+        compose, warnings, published, services = self.compose(files["compose.yaml"], field_path)
         files["compose.yaml"] = RenderedFile(compose)
         files[".env"] = RenderedFile(
             "# Rendered by genai-workstation: compose project settings only, never a secret.\n"
@@ -811,7 +797,7 @@ class _Custom:
         return RenderedStack(
             name=self.name, project=f"genai-{self.name}",
             directory=f"{self.data.workspace}/stacks/{self.name}", files=files, config_hash="",
-            services=services, published=published, health=health, expected_gpu={},
+            services=services, published=published, health=[], expected_gpu={},
             gpus={}, image_build=None, directories=[],
             health_timeout=int(self.spec.get("health_timeout", 300)), warnings=warnings)
 
@@ -825,7 +811,7 @@ class _Custom:
             raise StackError(f"{field_path}: compose.yaml has no `services:` mapping",
                              "a compose file lists its services under `services:`")
         document.setdefault("name", f"genai-{self.name}")
-        warnings, published, health = [], [], []
+        warnings, published = [], []
         for service, body in document["services"].items():
             body = body if isinstance(body, dict) else {}
             document["services"][service] = body
@@ -840,18 +826,15 @@ class _Custom:
                 address, number = _published_port(port)
                 if number is None:
                     continue
-                published.append((address, number))
+                published.append((service, address, number))
                 if address not in ("127.0.0.1", "::1", "localhost"):
                     warnings.append(f"{field_path}: service {service} publishes port {number} on "
                                     f"{address}, beyond this machine")
-            if body.get("healthcheck"):
-                health.append({"service": service, "url": None, "expect_status": None,
-                               "published_url": None, "auth": None, "docker_health": True})
         text = ("# Rendered by genai-workstation from the template folder of "
                 f"stacks.custom.{self.name}; do not edit here.\n"
                 + yaml.safe_dump(document, sort_keys=False, default_flow_style=False,
                                  allow_unicode=True))
-        return text, warnings, published, list(document["services"]), health
+        return text, warnings, published, list(document["services"])
 
 
 def _published_port(port) -> tuple[str, int | None]:

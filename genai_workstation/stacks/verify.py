@@ -1,20 +1,26 @@
-"""Findings for deployed stacks: services running and healthy, on the declared card."""
+"""Findings for deployed stacks: services running and healthy, on the declared card, published
+where declared, secret files 0600, exposed apps refused without credentials."""
 
 from __future__ import annotations
 
 from pyinfra import host
 
 from facts.compose import AppDevice, ComposeProject
+from facts.filesystem import PathStates
+from facts.probe import HttpStatus
 from genai_workstation.findings import Finding
 
+from . import checks
 from . import lifecycle as lc
 
 
 def stack_findings(host_name: str, spec: dict) -> list[Finding]:
     """Read the stack's facts now and compare them with the rendered spec.
 
-    ``spec``: {"stack", "project_dir", "services", "checks": [(service, probe, expected)]}, or
-    {"stack", "error"} when the stack could not even be rendered (bad GPU name, ...).
+    ``spec``: {"stack", "project_dir", "services", "checks": [(service, probe, expected)],
+    "published": [(service, address, port)], "secret_files": [relpath], "owner": [uid, gid],
+    "auth_checks": [{"protects", "url", "proxy_port"}]}, or {"stack", "error"} when the stack
+    could not even be rendered (bad GPU name, ...).
     """
     stack = spec["stack"]
     fix = _fix(stack)
@@ -50,6 +56,23 @@ def stack_findings(host_name: str, spec: dict) -> list[Finding]:
                                                       if seen.get("error") else ""),
                 "name the card in the inventory (its nvidia-smi name or UUID, not an index); the "
                 "stack pins it with CUDA_DEVICE_ORDER=PCI_BUS_ID, then " + fix))
+    return found + _deployed_findings(host_name, spec, project, fix)
+
+
+def _deployed_findings(host_name: str, spec: dict, project: dict, fix: str) -> list[Finding]:
+    """Ports, secret files and the proxy's refusal, each read now and decided in checks.py."""
+    stack, project_dir = spec["stack"], spec["project_dir"]
+    found = checks.port_findings(host_name, stack, spec.get("published") or [], project, fix)
+    secret_files = spec.get("secret_files") or []
+    if secret_files:
+        uid, gid = spec["owner"]
+        states = host.get_fact(PathStates, paths=[f"{project_dir}/{rel}" for rel in secret_files])
+        found += checks.secret_file_findings(host_name, project_dir, secret_files, states, uid,
+                                             gid, fix)
+    targets = checks.auth_targets(spec.get("auth_checks") or [], project)
+    if targets:
+        answers = host.get_fact(HttpStatus, urls=sorted({url for _, url in targets}))
+        found += checks.auth_findings(host_name, stack, project_dir, targets, answers, fix)
     return found
 
 
