@@ -82,12 +82,19 @@ def required_secrets(host: str, settings: dict) -> dict[str, str]:
     if comfyui and comfyui.get("enabled") and comfyui.get("auth"):
         needed.setdefault(comfyui["auth"].get("secret", "COMFYUI_AUTH"),
                           f"{prefix}.stacks.comfyui.auth")
+        if comfyui["auth"].get("token_secret"):
+            needed.setdefault(comfyui["auth"]["token_secret"],
+                              f"{prefix}.stacks.comfyui.auth.token_secret")
     forge = stacks.get("forge")
     if forge and forge.get("enabled"):
         for index, instance in enumerate(forge.get("instances") or []):
             if instance.get("auth"):
                 needed.setdefault(instance["auth"].get("secret", "FORGE_AUTH"),
                                   f"{prefix}.stacks.forge.instances.{index}.auth")
+                if instance["auth"].get("token_secret"):
+                    needed.setdefault(instance["auth"]["token_secret"],
+                                      f"{prefix}.stacks.forge.instances.{index}.auth"
+                                      ".token_secret")
     for stack, spec in (stacks.get("custom") or {}).items():
         if spec.get("enabled"):
             for index, name in enumerate(spec.get("secrets") or []):

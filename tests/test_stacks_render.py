@@ -689,3 +689,85 @@ def test_comfyui_ref_and_custom_nodes_come_after_the_torch_layer():
     torch = next(i for i, line in enumerate(lines) if "torch torchvision" in line)
     for marker in ("ARG COMFYUI_REPO", "ARG COMFYUI_REF", "COPY custom-nodes.txt"):
         assert next(i for i, line in enumerate(lines) if line.startswith(marker)) > torch
+
+
+def test_auth_without_expose_is_fronted_on_loopback(tmp_path):
+    body = COMFY_EXPOSED.replace("expose: {address: 0.0.0.0, port: 8443}", "")
+    assert "expose" not in body
+    data = load(tmp_path, body)
+    stack = render_stack("comfyui", data, RESOLVED, all_gpus=ALL_GPUS)
+    services = compose(stack)["services"]
+    assert "ports" not in services["comfyui"]
+    assert services["proxy"]["ports"] == ["127.0.0.1:8188:8080"]
+    assert stack.published == [("proxy", "127.0.0.1", 8188)]
+    assert stack.files["secrets/proxy_auth_comfyui"].mode == 0o600
+
+
+# ------------------------------------------------------------------------------ service settings
+
+SERVICE_SETTINGS = """
+        network: studio
+        service:
+          environment: {TZ: Europe/Paris, COMFYUI_EXTRA: "1", DEBUG: false}
+          container_name: comfyui-qwen
+          labels: {com.example.team: art}
+          restart: always
+          healthcheck: {interval: 30s, retries: 5, start_period: 2m}
+          shm_size: 8g
+"""
+
+
+def test_service_settings_reach_the_compose_file(tmp_path):
+    data = load(tmp_path, COMFY + SERVICE_SETTINGS)
+    stack = render_stack("comfyui", data, RESOLVED, all_gpus=ALL_GPUS)
+    config = compose_config(write(stack, tmp_path / "stack"))
+    service = config["services"]["comfyui"]
+    assert service["container_name"] == "comfyui-qwen"
+    assert service["restart"] == "always"
+    assert service["environment"]["TZ"] == "Europe/Paris"
+    assert service["environment"]["DEBUG"] == "false"
+    assert service["environment"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert service["labels"]["com.example.team"] == "art"
+    assert service["labels"]["genai.service"] == "comfyui"
+    assert service["healthcheck"]["interval"] == "30s"
+    assert service["healthcheck"]["retries"] == 5
+    assert service["healthcheck"]["start_period"] == "2m0s"
+    assert service["healthcheck"]["timeout"] == "10s"
+    assert service["shm_size"] in (8 * 1024**3, "8589934592")
+    assert config["networks"]["app"]["name"] == "studio"
+
+
+def test_forge_instances_have_their_own_service_settings(tmp_path):
+    body = FORGE.replace('{name: turbo, port: 17861, gpu: "RTX 3090"}',
+                         '{name: turbo, port: 17861, gpu: "RTX 3090", service: '
+                         '{container_name: forge-turbo, environment: {TZ: UTC}}}')
+    stack = render_stack("forge", load(tmp_path, body), RESOLVED, all_gpus=ALL_GPUS)
+    services = compose(stack)["services"]
+    assert services["forge-turbo"]["container_name"] == "forge-turbo"
+    assert services["forge-turbo"]["environment"]["TZ"] == "UTC"
+    assert "container_name" not in services["forge-myia"]
+    assert "TZ" not in services["forge-myia"]["environment"]
+
+
+def test_service_environment_cannot_override_or_hold_secrets(tmp_path):
+    pinned = COMFY + "        service: {environment: {CUDA_DEVICE_ORDER: FASTEST_FIRST}}\n"
+    with pytest.raises(StackError, match="CUDA_DEVICE_ORDER: set by genai-workstation"):
+        render_stack("comfyui", load(tmp_path, pinned), RESOLVED, all_gpus=ALL_GPUS)
+    leaked = COMFY_EXPOSED + f"        service: {{environment: {{PASS: '{PASSWORD}'}}}}\n"
+    with pytest.raises(StackError, match="holds a secret value"):
+        render_stack("comfyui", load(tmp_path, leaked), RESOLVED, all_gpus=ALL_GPUS)
+
+
+@pytest.mark.parametrize("setting, field", [
+    ("{restart: sometimes}", "service.restart"),
+    ("{healthcheck: {interval: 30}}", "service.healthcheck.interval"),
+    ("{labels: {genai.stack: x}}", "service.labels"),
+    ("{container_name: 'my name'}", "service.container_name"),
+    ("{environment: {'bad-name': x}}", "service.environment"),
+])
+def test_bad_service_settings_are_refused_by_the_loader(tmp_path, setting, field):
+    from genai_workstation.errors import InventoryError
+
+    with pytest.raises(InventoryError) as error:
+        load(tmp_path, COMFY + f"        service: {setting}\n")
+    assert f"stacks.comfyui.{field}" in error.value.render()

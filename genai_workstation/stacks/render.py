@@ -35,7 +35,7 @@ from ..layout import COMFYUI_MODEL_FOLDERS, LEGACY_MODEL_FOLDERS
 from .errors import StackError
 from .forge_flags import FORGE_FLAGS, FORGE_FLAGS_REF, FORGE_REFUSED_FLAGS
 from .gpu_order import cuda_index
-from .proxy import auth_snippet
+from .proxy import GATE_PORT, auth_snippet, gate_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FILES_DIR = REPO_ROOT / "files"
@@ -417,32 +417,44 @@ class _BuiltinStack:
                                  "credentials never go on a command line; use auth + expose")
         return extra
 
-    def exposure(self, apps: list[_App], image: str) -> tuple[dict | None, list]:
+    def exposure(self, apps: list[_App], image: str,
+                 built: bool) -> tuple[dict | None, list]:
         """The proxy (or None) and the per-app published ports."""
-        sites, secret_names = [], []
+        sites, secret_names, gates = [], [], []
         for app in apps:
             expose, auth = app.spec.get("expose"), app.spec.get("auth")
-            if not expose:
+            if not expose and not auth:
                 app.ports = [f"127.0.0.1:{app.spec['port']}:{app.internal_port}"]
                 app.published = [(app.service, "127.0.0.1", int(app.spec["port"]))]
                 continue
+            # auth without expose is never dropped: a reverse proxy on this machine may forward
+            # the world to loopback, so the authenticating proxy fronts the app there too.
+            expose = expose or {"address": "127.0.0.1"}
             if not auth:
                 raise StackError(f"{app.field}.expose: publishes the app without authentication",
                                  "add auth (basic or bearer) or remove expose")
             secret_name = auth.get("secret") or self.default_secret
             value = self.data.secret(secret_name, f"{app.field}.auth")
             compose_secret = f"proxy_auth_{app.service.replace('-', '_')}"
-            snippet = auth_snippet(auth, value, (self.data.workstation, self.kind, app.service),
-                                   f"{app.field}.auth")
+            gate = None
+            if auth["type"] == "login":
+                gate = self.login_gate(app, auth, value, compose_secret, image, built)
+                gates.append(gate)
+                snippet = gate.pop("config")
+            else:
+                snippet = auth_snippet(auth, value,
+                                       (self.data.workstation, self.kind, app.service),
+                                       f"{app.field}.auth")
+                secret_names.append(compose_secret)
             self.files[f"secrets/{compose_secret}"] = RenderedFile(snippet, 0o600, True)
             self.secrets[compose_secret] = f"./secrets/{compose_secret}"
-            secret_names.append(compose_secret)
             port = int(expose.get("port") or app.spec["port"])
             internal = PROXY_FIRST_PORT + len(sites)
             sites.append({
                 "service": app.service, "address": expose["address"], "port": port,
                 "internal_port": internal, "auth_type": auth["type"],
                 "auth_file": f"/run/secrets/{compose_secret}",
+                "gate": gate and f"{gate['service']}:{GATE_PORT}",
                 "upstream": f"{app.service}:{app.internal_port}",
             })
             app.published = [("proxy", expose["address"], port)]
@@ -455,10 +467,28 @@ class _BuiltinStack:
             "image": proxy_image, "user": self.data.uid_gid, "stack": self.kind,
             "ports": [f"{_host_ip(s['address'])}:{s['port']}:{s['internal_port']}"
                       for s in sites],
-            "secrets": secret_names, "upstreams": [s["service"] for s in sites],
-            "hash_placeholder": HASH_PLACEHOLDER,
+            "secrets": secret_names,
+            "upstreams": [s["service"] for s in sites] + [g["service"] for g in gates],
+            "gates": gates, "hash_placeholder": HASH_PLACEHOLDER,
         }
+        if gates:
+            self.files["proxy/auth_gate.py"] = RenderedFile(self.renderer.read(
+                "proxy/auth_gate.py"))
         return proxy, sites
+
+    def login_gate(self, app: _App, auth: dict, password: str, compose_secret: str,
+                   image: str, built: bool) -> dict:
+        """The login gate service of one app (runs the app image's Python)."""
+        field = f"{app.field}.auth"
+        token = (self.data.secret(auth["token_secret"], f"{field}.token_secret")
+                 if auth.get("token_secret") else None)
+        return {
+            "service": f"auth-{app.service}", "image": image, "pull_never": built,
+            "user": self.data.uid_gid,
+            "secret": compose_secret, "title": f"{self.kind} {app.service}",
+            "port": GATE_PORT, "token_file": auth.get("token_file"), "stack": self.kind,
+            "config": gate_config(auth, password, token, auth.get("token_file"), field),
+        }
 
     def health_entries(self, apps: list[_App]) -> list[dict]:
         return [{"service": app.service,
@@ -475,14 +505,36 @@ class _BuiltinStack:
 
     def app_context(self, app: _App, image: str, pull_never: bool, env: dict,
                     mounts: list[dict], start_period: int, gpu_flag: str) -> dict:
+        settings = app.spec.get("service") or {}
         return {
             "service": app.service, "stack": self.kind, "image": image, "pull_never": pull_never,
-            "user": self.data.uid_gid, "command": app.command, "environment": env,
+            "user": self.data.uid_gid, "command": app.command,
+            "environment": {**self.own_environment(app, env), **env},
+            "container_name": settings.get("container_name"),
+            "labels": settings.get("labels") or {}, "restart": settings.get("restart"),
+            "shm_size": settings.get("shm_size"),
+            "health_timing": settings.get("healthcheck") or {},
             "mounts": mounts, "ports": app.ports, "gpu": app.gpu, "cuda_index": app.cuda_index,
             "gpu_flag": gpu_flag, "start_period": start_period,
             "healthcheck": _python_healthcheck(app.internal_port, app.health_path),
             "hash_placeholder": HASH_PLACEHOLDER, "instance": app.key.split("/")[-1],
         }
+
+    def own_environment(self, app: _App, env: dict) -> dict:
+        """The user's non-secret variables; the ones genai-workstation sets are refused."""
+        own = {key: str(value).lower() if isinstance(value, bool) else str(value)
+               for key, value in ((app.spec.get("service") or {}).get("environment") or {})
+               .items()}
+        for key in own:
+            if key in env:
+                raise StackError(f"{app.field}.service.environment.{key}: set by "
+                                 "genai-workstation", "remove it: it is derived from the "
+                                 "inventory (GPU pinning, caches, paths)")
+        for value in self.data.secret_values():
+            if any(value in item for item in own.values()):
+                raise StackError(f"{app.field}.service.environment: holds a secret value",
+                                 "secrets go in the secrets file, never in the environment")
+        return own
 
     def finish(self, apps: list[_App], compose: str, build: ImageBuild | None,
                sites: list[dict], extra_services: list[str], directories: list[str],
@@ -560,7 +612,7 @@ class _ComfyUI(_BuiltinStack):
         app.command += ["--cpu"] if app.gpu is None else ["--cuda-device", str(app.cuda_index)]
         app.command += extra
         image, built, build = self.image()
-        proxy, sites = self.exposure([app], image)
+        proxy, sites = self.exposure([app], image, built)
         ws = self.data.workspace
         mounts = [_bind(self.data.models_dir, "/data/models")] + [
             _bind(f"{ws}/{folder}", f"/data/{folder}")
@@ -581,7 +633,7 @@ class _ComfyUI(_BuiltinStack):
         compose = self.renderer.render("comfyui/compose.yaml.j2", stack={
             "name": self.kind, "project": "genai-comfyui", "apps": [context],
             "idle_unload": idle, "proxy": proxy, "secrets": self.secrets,
-            "hash_placeholder": HASH_PLACEHOLDER})
+            "network": self.spec.get("network"), "hash_placeholder": HASH_PLACEHOLDER})
         directories = [m["source"] for m in mounts]
         return self.finish([app], compose, build, sites, extra_services, directories, timeout)
 
@@ -641,7 +693,7 @@ class _Forge(_BuiltinStack):
             app.command += extra
             apps.append(app)
         image, built, build = self.image()
-        proxy, sites = self.exposure(apps, image)
+        proxy, sites = self.exposure(apps, image, built)
         timeout = int(self.spec.get("health_timeout", 600))
         ws = self.data.workspace
         contexts, directories = [], []
@@ -658,7 +710,8 @@ class _Forge(_BuiltinStack):
                                              "--gpu-device-id"))
         compose = self.renderer.render("forge/compose.yaml.j2", stack={
             "name": self.kind, "project": "genai-forge", "apps": contexts, "proxy": proxy,
-            "secrets": self.secrets, "hash_placeholder": HASH_PLACEHOLDER})
+            "secrets": self.secrets, "network": self.spec.get("network"),
+            "hash_placeholder": HASH_PLACEHOLDER})
         return self.finish(apps, compose, build, sites, [], directories, timeout)
 
 
