@@ -20,27 +20,18 @@ from pathlib import Path
 
 import yaml
 
+from .. import exitcodes
 from ..errors import InventoryError
 from . import compose_file, custom_nodes, disk, draft, notes
 
-EXIT_CODES = """exit codes:
-  0   the draft is written and the inventory loader accepts it
-  1   nothing written: an input could not be read (the message names the file)
-  2   the draft is written but needs your attention before a converge (listed)
-  64  usage error (bad options)"""
-USAGE_ERROR = 64
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+EXIT_CODES = exitcodes.epilog("the draft is written but needs your attention before a "
+                              "converge (listed)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="genai-import", description=__doc__.splitlines()[0],
+    parser = exitcodes.Parser(prog="genai-import", description=__doc__.splitlines()[0],
                      epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=exitcodes.Parser)
     compose = sub.add_parser("compose", help="draft inventory from a docker-compose.yml",
                              epilog=EXIT_CODES,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return _compose(args)
     except disk.SourceError as exc:
         print(f"genai-import: {exc}", file=sys.stderr)
-        return 1
+        return exitcodes.ERROR
 
 
 def _custom_nodes(args) -> int:
@@ -90,7 +81,7 @@ def _custom_nodes(args) -> int:
     else:
         print(yaml.safe_dump({"custom_nodes": entries}, sort_keys=False), end="")
         print(notes.report(found), file=sys.stderr)
-    return 0
+    return exitcodes.OK
 
 
 def _compose(args) -> int:
@@ -196,10 +187,10 @@ def _validate(output: Path, secrets_file: Path) -> int:
         load_inventory(output, environ=environ)
     except InventoryError as exc:
         print("\nthe draft needs attention before a converge:\n" + exc.render(), file=sys.stderr)
-        return 2
+        return exitcodes.FOUND
     print(f"the inventory loader accepts it: GENAI_INVENTORY={output} pyinfra inventory.py "
           "deploys/site.py --dry")
-    return 0
+    return exitcodes.OK
 
 
 if __name__ == "__main__":
