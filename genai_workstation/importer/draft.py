@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks import windows_path_reason
+from ..credentials import is_credential_name
 from . import app_args
 from .compose_file import ARGS_VARIABLES, Port, Service
 from .notes import CARRIED, CHANGED, NOT_CARRIED, Note
@@ -15,7 +16,6 @@ from .service_settings import service_settings
 _COMFYUI_ENTRY = re.compile(r"(^|/)main\.py$")
 _FORGE_ENTRY = re.compile(r"(^|/)(launch|webui)\.(py|sh)$")
 _EVERY_INTERFACE = ("", "0.0.0.0", "::")
-_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|_KEY$|AUTH)", re.I)
 _IDLE_MINUTES = ("IDLE_MINUTES", "IDLE_TIMEOUT_MINUTES", "UNLOAD_AFTER_MINUTES", "IDLE_TIMEOUT")
 _IDLE_SECONDS = ("IDLE_SECONDS", "IDLE_TIMEOUT_SECONDS", "UNLOAD_AFTER_SECONDS")
 _LOGIN_TOKEN_NAMES = ("COMFYUI_AUTH", "COMFYUI_TOKEN", "COMFYUI_LOGIN_TOKEN",
@@ -93,7 +93,7 @@ def draft_from_services(services: list[Service], env: dict[str, str], host: str 
 
 
 def _secrets_from_env(draft: Draft, env: dict[str, str]) -> None:
-    names = [name for name, value in env.items() if value and _SECRET_NAME.search(name)]
+    names = [name for name, value in env.items() if value and is_credential_name(name)]
     for name in names:
         draft.secrets[name] = env[name]
     if names:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import re
 
+from ..credentials import is_credential_name, looks_secret
 from .compose_file import Service
 from .notes import CARRIED, CHANGED, NOT_CARRIED, Note
 
-_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|_KEY$|AUTH)", re.I)
-_TOKEN_SHAPED = re.compile(r"hf_[A-Za-z0-9]{20,}|\b[0-9a-f]{32}\b|(ghp|gho|github_pat)_\w{20,}|"
-                           r"sk-[\w-]{20,}")
 _RESTART = ("no", "always", "on-failure", "unless-stopped")
 _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h))+$")
@@ -31,7 +29,7 @@ def service_settings(service: Service, consumed: set[str]) -> tuple[dict, list[N
     for name, value in sorted(service.environment.items()):
         if name in consumed or name in MANAGED_ENVIRONMENT:
             continue
-        if _SECRET_NAME.search(name) or _TOKEN_SHAPED.search(value):
+        if is_credential_name(name) or looks_secret(value):
             note(f"environment {name}", NOT_CARRIED,
                  "a secret: the app's environment holds only non-secret values",
                  "keep it in the secrets file; the stacks give the app no secret variables")
