@@ -411,11 +411,15 @@ class _BuiltinStack:
                     f"{app.field}.extra_args: {flag} is set by genai-workstation",
                     "remove it: ports, GPU pinning and listening address come from the "
                     "inventory, and credentials never go on a command line (use auth + expose)")
-        for value in self.data.secret_values():
-            if any(value in arg for arg in extra):
-                raise StackError(f"{app.field}.extra_args: holds a secret value",
-                                 "credentials never go on a command line; use auth + expose")
+        self.refuse_secret_values(extra, f"{app.field}.extra_args",
+                                  "credentials never go on a command line; use auth + expose")
         return extra
+
+    def refuse_secret_values(self, items, field: str, fix: str) -> None:
+        """StackError when one of the host's secret values appears in any of `items`."""
+        for value in self.data.secret_values():
+            if any(value in item for item in items):
+                raise StackError(f"{field}: holds a secret value", fix)
 
     def exposure(self, apps: list[_App], image: str,
                  built: bool) -> tuple[dict | None, list]:
@@ -530,10 +534,8 @@ class _BuiltinStack:
                 raise StackError(f"{app.field}.service.environment.{key}: set by "
                                  "genai-workstation", "remove it: it is derived from the "
                                  "inventory (GPU pinning, caches, paths)")
-        for value in self.data.secret_values():
-            if any(value in item for item in own.values()):
-                raise StackError(f"{app.field}.service.environment: holds a secret value",
-                                 "secrets go in the secrets file, never in the environment")
+        self.refuse_secret_values(own.values(), f"{app.field}.service.environment",
+                                  "secrets go in the secrets file, never in the environment")
         return own
 
     def finish(self, apps: list[_App], compose: str, build: ImageBuild | None,
