@@ -7,7 +7,8 @@ Every finding names the item and what differs, expected and actual, and the fix.
 from __future__ import annotations
 
 from ..findings import CRITICAL, Finding, mode4
-from .render import _client_ip, _published_port
+from .custom import _published_port
+from .exposure import _client_ip
 
 SECRET_MODE = "0600"
 REFUSED = (401,)  # or a redirect (to a login page)

@@ -1,0 +1,242 @@
+"""Pieces shared by the built-in apps (ComfyUI, Forge): GPU, image build, service context."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .context import _Data, _Renderer
+from .errors import StackError
+from .exposure import _Exposure
+from .gpu_order import cuda_index
+from .rendered import HASH_PLACEHOLDER, LABEL, ImageBuild, RenderedFile, RenderedStack
+
+# Image settings with no default: unset keeps the base image's own behaviour.
+OPTIONAL_IMAGE_SETTINGS = ("apt_mirror",)
+# Flags that would put credentials on the command line (echoed by /sdapi/v1/cmd-flags) or open
+# the app to the internet behind the proxy's back.
+FORBIDDEN_FLAGS = {
+    "comfyui": ("--listen",),
+    "forge": ("--gradio-auth", "--api-auth", "--gradio-auth-path", "--share", "--ngrok",
+              "--listen", "--server-name", "--port", "--gpu-device-id", "--device-id"),
+}
+
+
+@dataclass
+class _App:
+    key: str  # "comfyui" or "forge/<instance>"
+    service: str
+    field: str  # inventory field path below the host
+    spec: dict
+    internal_port: int
+    health_path: str
+    gpu_check_path: str
+    gpu: dict | None = None
+    cuda_index: int | None = None
+    command: list[str] = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)  # compose `ports:` entries
+    published: list[tuple[str, str, int]] = field(default_factory=list)
+    writable: list[str] = field(default_factory=list)  # folders the app must write (checked)
+
+
+class _BuiltinStack(_Exposure):
+    kind = ""
+    defaults: dict = {}
+    default_secret = ""
+
+    def __init__(self, data: _Data, spec: dict, renderer: _Renderer,
+                 resolved_gpus: Mapping[str, dict | None], all_gpus: list[dict] | None):
+        self.data = data
+        self.spec = spec
+        self.renderer = renderer
+        self.resolved_gpus = resolved_gpus or {}
+        self.all_gpus = all_gpus
+        self.files: dict[str, RenderedFile] = {}
+        self.secrets: dict[str, str] = {}  # compose secret name -> ./secrets/<file>
+        self.warnings: list[str] = []
+
+    # -- pieces shared by ComfyUI and Forge
+
+    def resolve_gpu(self, app: _App) -> None:
+        ref = app.spec.get("gpu")
+        if self.data.cpu_only or ref == "none":
+            return
+        keys = [k for k in (app.key, app.key.split("/")[-1], app.service)
+                if k in self.resolved_gpus]
+        if not keys:
+            raise StackError(
+                f"{app.field}.gpu: no GPU was resolved for {app.key}",
+                "the deploy resolves the inventory's GPU reference with the GPU fact; pass it "
+                "in resolved_gpus (None runs the app on the CPU)")
+        gpu = self.resolved_gpus[keys[0]]
+        if gpu is None:
+            return
+        app.gpu = dict(gpu)
+        app.cuda_index = cuda_index(gpu, self.all_gpus)
+
+    def image(self) -> tuple[str, bool, ImageBuild | None]:
+        """(image reference, built locally?, build) for this stack's apps."""
+        image = self.spec.get("image") or {}
+        if not image.get("build", True):
+            if not image.get("name"):
+                raise StackError(f"stacks.{self.kind}.image.name: build is false but no image "
+                                 "is named", "name the image to run, or set build: true")
+            return image["name"], False, None
+        settings = {key: image.get(key) or default for key, default in self.defaults.items()}
+        settings.update({key: image.get(key) or "" for key in OPTIONAL_IMAGE_SETTINGS})
+        for key, value in settings.items():
+            if (key not in OPTIONAL_IMAGE_SETTINGS and not value) or any(
+                    c.isspace() or c in "\"'\\$" for c in str(value)):
+                raise StackError(f"stacks.{self.kind}.image.{key}: {value!r} cannot be used",
+                                 "no spaces, quotes, backslashes or $ in image settings")
+        context = self.build_context(settings)
+        # The inventory's values become the Dockerfile's ARG defaults: the build context alone
+        # (`docker build build/`) rebuilds the same image, and .history keeps what was built.
+        dockerfile = set_arg_defaults(context["Dockerfile"].content, self.build_args(settings))
+        context["Dockerfile"] = RenderedFile(dockerfile)
+        digest = hashlib.sha256(b"genai-workstation image v1\0")
+        for path in sorted(context):
+            digest.update(f"file {path}\0".encode() + context[path].data() + b"\0")
+        build_hash = digest.hexdigest()
+        context["Dockerfile"] = RenderedFile(set_arg_defaults(dockerfile,
+                                                              {"BUILD_HASH": build_hash}))
+        tag = image.get("name") or f"genai-workstation/{self.kind}:{build_hash[:12]}"
+        build = ImageBuild(
+            service=self.kind, tag=tag, build_hash=build_hash, context="build", files=context,
+            build_args={}, labels={f"{LABEL}.build-hash": build_hash, f"{LABEL}.app": self.kind},
+        )
+        return tag, True, build
+
+    def build_context(self, settings: dict) -> dict[str, RenderedFile]:
+        return {"Dockerfile": RenderedFile(self.renderer.read(f"{self.kind}/Dockerfile")),
+                "apt-mirror.sh": RenderedFile(self.renderer.read("common/apt-mirror.sh"))}
+
+    def build_args(self, settings: dict) -> dict[str, str]:
+        raise NotImplementedError
+
+    @staticmethod
+    def mirror_args(settings: dict) -> dict[str, str]:
+        """APT_MIRROR, and PIP_TRUSTED_HOST: the hosts of http:// package indexes (pip ignores
+        a plain-HTTP index unless its host is trusted; the inventory named it, so it is)."""
+        hosts = sorted({urlsplit(settings[key]).hostname or "" for key in
+                        ("pip_index_url", "torch_index_url")
+                        if settings[key].startswith("http://")} - {""})
+        return {"APT_MIRROR": settings["apt_mirror"], "PIP_TRUSTED_HOST": " ".join(hosts)}
+
+    def check_extra_args(self, app: _App, forbidden: tuple[str, ...]) -> list[str]:
+        extra = [str(a) for a in app.spec.get("extra_args") or []]
+        for arg in extra:
+            flag = arg.split("=", 1)[0]
+            if flag in forbidden:
+                raise StackError(
+                    f"{app.field}.extra_args: {flag} is set by genai-workstation",
+                    "remove it: ports, GPU pinning and listening address come from the "
+                    "inventory, and credentials never go on a command line (use auth + expose)")
+        self.refuse_secret_values(extra, f"{app.field}.extra_args",
+                                  "credentials never go on a command line; use auth + expose")
+        return extra
+
+    def refuse_secret_values(self, items, field: str, fix: str) -> None:
+        """StackError when one of the host's secret values appears in any of `items`."""
+        for value in self.data.secret_values():
+            if any(value in item for item in items):
+                raise StackError(f"{field}: holds a secret value", fix)
+
+
+    def health_entries(self, apps: list[_App]) -> list[dict]:
+        return [{"service": app.service,
+                 "url": f"http://127.0.0.1:{app.internal_port}{app.health_path}",
+                 "gpu_url": f"http://127.0.0.1:{app.internal_port}{app.gpu_check_path}",
+                 "writable": list(app.writable)}
+                for app in apps]
+
+    def app_context(self, app: _App, image: str, pull_never: bool, env: dict,
+                    mounts: list[dict], start_period: int, gpu_flag: str) -> dict:
+        settings = app.spec.get("service") or {}
+        return {
+            "service": app.service, "stack": self.kind, "image": image, "pull_never": pull_never,
+            "user": self.data.uid_gid, "command": app.command,
+            "environment": {**self.own_environment(app, env), **env},
+            "container_name": settings.get("container_name"),
+            "labels": settings.get("labels") or {}, "restart": settings.get("restart"),
+            "shm_size": settings.get("shm_size"),
+            "health_timing": settings.get("healthcheck") or {},
+            "mounts": mounts, "ports": app.ports, "gpu": app.gpu, "cuda_index": app.cuda_index,
+            "gpu_flag": gpu_flag, "start_period": start_period,
+            "healthcheck": _python_healthcheck(app.internal_port, app.health_path),
+            "hash_placeholder": HASH_PLACEHOLDER, "instance": app.key.split("/")[-1],
+        }
+
+    def own_environment(self, app: _App, env: dict) -> dict:
+        """The user's non-secret variables; the ones genai-workstation sets are refused."""
+        own = {key: str(value).lower() if isinstance(value, bool) else str(value)
+               for key, value in ((app.spec.get("service") or {}).get("environment") or {})
+               .items()}
+        for key in own:
+            if key in env:
+                raise StackError(f"{app.field}.service.environment.{key}: set by "
+                                 "genai-workstation", "remove it: it is derived from the "
+                                 "inventory (GPU pinning, caches, paths)")
+        self.refuse_secret_values(own.values(), f"{app.field}.service.environment",
+                                  "secrets go in the secrets file, never in the environment")
+        return own
+
+    def finish(self, apps: list[_App], compose: str, build: ImageBuild | None,
+               sites: list[dict], extra_services: list[str], directories: list[str],
+               health_timeout: int) -> RenderedStack:
+        self.files["compose.yaml"] = RenderedFile(compose)
+        self.files[".env"] = RenderedFile(
+            "# Rendered by genai-workstation: compose project settings only, never a secret.\n"
+            f"COMPOSE_PROJECT_NAME=genai-{self.kind}\n")
+        if build:
+            for path, rendered in build.files.items():
+                self.files[f"{build.context}/{path}"] = rendered
+        services = [a.service for a in apps] + extra_services + (["proxy"] if sites else [])
+        return RenderedStack(
+            name=self.kind, project=f"genai-{self.kind}",
+            directory=f"{self.data.workspace}/stacks/{self.kind}", files=self.files,
+            config_hash="", services=services,
+            published=[p for a in apps for p in a.published],
+            health=self.health_entries(apps), auth_checks=self.auth_checks(sites),
+            expected_gpu={a.service: (a.gpu or {}).get("name") for a in apps},
+            gpus={a.service: None if a.gpu is None else {**a.gpu, "cuda_index": a.cuda_index}
+                  for a in apps},
+            image_build=build, directories=directories, health_timeout=health_timeout,
+            warnings=self.warnings,
+        )
+
+
+def set_arg_defaults(dockerfile: str, values: dict[str, str]) -> str:
+    """Replace the default of `ARG NAME=...` lines; every name must exist in the Dockerfile."""
+    for name, value in values.items():
+        pattern = re.compile(rf"^ARG {re.escape(name)}=.*$", re.MULTILINE)
+        if not pattern.search(dockerfile):
+            raise StackError(f"the Dockerfile has no `ARG {name}=` line", "restore files/")
+        dockerfile = pattern.sub(lambda _m, n=name, v=value: f"ARG {n}={v}", dockerfile)
+    return dockerfile
+
+
+def _bind(source: str, target: str, read_only: bool = False) -> dict:
+    return {"source": source, "target": target, "read_only": read_only}
+
+
+def _app_env() -> dict[str, str]:
+    return {
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "PYTHONUNBUFFERED": "1",
+        "HOME": "/tmp",
+        "HF_HOME": "/data/cache/huggingface",
+        "TORCH_HOME": "/data/cache/torch",
+    }
+
+
+def _python_healthcheck(port: int, path: str) -> list[str]:
+    """A healthcheck run with the image's Python (no curl in the image)."""
+    code = ("import sys, urllib.request; "
+            f"r = urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=8); "
+            "sys.exit(0 if r.status == 200 else 1)")
+    return ["CMD", "python", "-c", code]
+

@@ -1,0 +1,71 @@
+"""What a render produces: the files of a stack folder, the image to build, the stack itself."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+LABEL = "genai"  # label prefix, shared with the lifecycle and facts/compose.py
+HASH_PLACEHOLDER = "@@GENAI_CONFIG_HASH@@"
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One file of the stack folder. Secret files are mode 0600 and never printed."""
+
+    content: str | bytes
+    mode: int = 0o644
+    secret: bool = False
+
+    def data(self) -> bytes:
+        return self.content if isinstance(self.content, bytes) else self.content.encode()
+
+    def __repr__(self) -> str:
+        shown = "<secret>" if self.secret else f"{len(self.data())} bytes"
+        return f"RenderedFile({shown}, mode={self.mode:04o}, secret={self.secret})"
+
+
+@dataclass
+class ImageBuild:
+    """An image to build on the workstation from `context` (a folder of the stack dir)."""
+
+    service: str
+    tag: str
+    build_hash: str
+    context: str  # relative to the stack directory, e.g. "build"
+    files: dict[str, RenderedFile]  # relative to the context
+    build_args: dict[str, str]
+    labels: dict[str, str]
+
+    def argv(self, stack_dir: str = ".") -> list[str]:
+        """`docker build` command line (no secret ever goes into a build argument)."""
+        argv = ["docker", "build", "--tag", self.tag]
+        for key, value in sorted(self.labels.items()):
+            argv += ["--label", f"{key}={value}"]
+        for key, value in sorted(self.build_args.items()):
+            argv += ["--build-arg", f"{key}={value}"]
+        return argv + [posixpath.join(stack_dir, self.context)]
+
+
+@dataclass
+class RenderedStack:
+    name: str
+    project: str  # compose project name
+    directory: str  # <workspace>/stacks/<name>
+    files: dict[str, RenderedFile]
+    config_hash: str
+    services: list[str]
+    published: list[tuple[str, str, int]]  # (service, host address, host port)
+    health: list[dict]  # [{"service", "url", "gpu_url"}]: in-container addresses (GPU probe)
+    expected_gpu: dict[str, str | None]
+    gpus: dict[str, dict | None] = field(default_factory=dict)
+    image_build: ImageBuild | None = None
+    directories: list[str] = field(default_factory=list)  # host folders to create (user-owned)
+    health_timeout: int = 300
+    warnings: list[str] = field(default_factory=list)
+    # exposed apps: a request without credentials to `url` must be refused by the proxy
+    # [{"protects": app service, "url": published URL, "proxy_port": the proxy's own port}]
+    auth_checks: list[dict] = field(default_factory=list)
+
+    def secret_paths(self) -> list[str]:
+        return sorted(path for path, f in self.files.items() if f.secret)
