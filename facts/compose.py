@@ -339,16 +339,16 @@ class AppDevice(FactBase):
     """
     Returns the GPU name a running app reports, read from inside its container.
 
-    ``probe`` is ``comfyui:<url>`` (GET <url>, the app's /system_stats, ``devices[0].name``) or
+    ``probe`` is ``comfyui`` (GET ``url``, the app's /system_stats, ``devices[0].name``) or
     ``forge`` (the last ``Device: ...`` line of the service's log). Returns
     ``{"name": "cuda:0 NVIDIA GeForce RTX 3090 : cudaMallocAsync", "error": None}``.
     """
 
-    def command(self, project_dir: str, service: str, probe: str) -> str:
+    def command(self, project_dir: str, service: str, probe: str, url: str | None = None) -> str:
         from genai_workstation.stacks.lifecycle import device_probe_command
 
         # A stopped app makes the probe fail: that is an answer (process() says so), not an error.
-        return f"cd {_q(project_dir)} && {device_probe_command(service, probe)} || true"
+        return f"cd {_q(project_dir)} && {device_probe_command(service, probe, url)} || true"
 
     @staticmethod
     def default():

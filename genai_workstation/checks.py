@@ -10,6 +10,7 @@ import re
 from pathlib import Path, PureWindowsPath
 
 from .errors import Problem
+from .hostmodel import HostModel, app_settings
 from .layout import COMFYUI_MODEL_FOLDERS, LEGACY_MODEL_FOLDERS
 from .yamlmarks import join
 
@@ -54,46 +55,27 @@ def check_document(document: dict, marks: dict, base_dir: Path) -> list[Problem]
     return problems
 
 
-def check_host(name: str, settings: dict, marks: dict) -> list[Problem]:
+def check_host(name: str, model: HostModel, marks: dict) -> list[Problem]:
     """Checks on one host's merged settings."""
     prefix = f"hosts.{name}"
-    problems = _port_clashes(prefix, settings, marks)
-    if settings["gpu"]["mode"] == "none":
-        for field, gpu in _stack_gpus(prefix, settings):
-            if gpu not in (None, "none"):
-                problems.append(Problem(field, f"names the GPU {gpu!r} but gpu.mode is none",
+    problems = _port_clashes(prefix, model, marks)
+    if model.gpu.cpu_only:
+        for app in (app for stack in model.stacks for app in stack.apps):
+            if app.wants_gpu:
+                field = f"{prefix}.{app.field}.gpu"
+                problems.append(Problem(field, f"names the GPU {app.gpu!r} but gpu.mode is none",
                                         "remove the GPU or set gpu.mode: nvidia", marks.get(field)))
     return problems
 
 
-def published_ports(settings: dict) -> list[tuple[str, int]]:
+def published_ports(model: HostModel) -> list[tuple[str, int]]:
     """(field path below the host, port) for every port the host's stacks publish."""
-    stacks = settings.get("stacks") or {}
-    ports = []
-    comfyui = stacks.get("comfyui")
-    if comfyui and comfyui.get("enabled", True):
-        ports.append(_app_port("stacks.comfyui", comfyui))
-    forge = stacks.get("forge")
-    if forge and forge.get("enabled", True):
-        for index, instance in enumerate(forge.get("instances") or []):
-            ports.append(_app_port(f"stacks.forge.instances.{index}", instance))
-    for stack, spec in (stacks.get("custom") or {}).items():
-        if spec.get("enabled", True):
-            ports += [(f"stacks.custom.{stack}.ports.{i}", p)
-                      for i, p in enumerate(spec.get("ports") or [])]
-    return ports
+    return [port for stack in model.enabled_stacks() for port in stack.published_ports()]
 
 
-def _app_port(path: str, app: dict) -> tuple[str, int]:
-    expose = app.get("expose") or {}
-    if "port" in expose:
-        return f"{path}.expose.port", expose["port"]
-    return f"{path}.port", app.get("port", 8188)
-
-
-def _port_clashes(prefix: str, settings: dict, marks: dict) -> list[Problem]:
+def _port_clashes(prefix: str, model: HostModel, marks: dict) -> list[Problem]:
     problems, first_use = [], {}
-    for field, port in published_ports(settings):
+    for field, port in published_ports(model):
         field = f"{prefix}.{field}"
         if port in first_use:
             problems.append(Problem(field, f"port {port} is already published by {first_use[port]}",
@@ -102,14 +84,6 @@ def _port_clashes(prefix: str, settings: dict, marks: dict) -> list[Problem]:
         else:
             first_use[port] = field
     return problems
-
-
-def _stack_gpus(prefix: str, settings: dict):
-    stacks = settings.get("stacks") or {}
-    if "comfyui" in stacks:
-        yield f"{prefix}.stacks.comfyui.gpu", stacks["comfyui"].get("gpu")
-    for index, instance in enumerate((stacks.get("forge") or {}).get("instances") or []):
-        yield f"{prefix}.stacks.forge.instances.{index}.gpu", instance.get("gpu")
 
 
 def _settings_problems(prefix: str, settings: dict, marks: dict, base_dir: Path) -> list[Problem]:
@@ -145,13 +119,9 @@ def _path_problems(field: str, path: str, line: int | None) -> list[Problem]:
 
 
 def _exposure_problems(prefix: str, stacks: dict, marks: dict) -> list[Problem]:
-    apps = []
-    if "comfyui" in stacks:
-        apps.append((f"{prefix}.stacks.comfyui", stacks["comfyui"]))
-    for index, instance in enumerate((stacks.get("forge") or {}).get("instances") or []):
-        apps.append((f"{prefix}.stacks.forge.instances.{index}", instance))
     problems = []
-    for path, app in apps:
+    for _, _, _, field_path, app in app_settings(stacks):
+        path = f"{prefix}.{field_path}"
         if "expose" in app and "auth" not in app:
             field = f"{path}.expose"
             problems.append(Problem(

@@ -14,6 +14,8 @@ from jsonschema import Draft202012Validator
 from .checks import check_document, check_host
 from .credentials import credential_problems
 from .errors import InventoryError, Problem
+from .hostmodel import HostModel, host_model
+from .layout import default_models_dir
 from .secrets import load_secrets, required_secrets
 from .textfiles import read_text
 from .yamlmarks import MAX_ENTRIES, TooLarge, join, load_with_marks
@@ -35,6 +37,10 @@ class Inventory:
     path: Path
     hosts: dict[str, dict] = field(default_factory=dict)
     groups: dict[str, list[str]] = field(default_factory=dict)
+
+    def model(self, name: str) -> HostModel:
+        """The typed model of one host (genai_workstation/hostmodel.py)."""
+        return host_model(self.hosts[name])
 
     def pyinfra_name(self, name: str) -> str:
         connection = self.hosts[name]["connection"]
@@ -111,8 +117,10 @@ def load_inventory(path: Path | str | None = None, environ=None) -> Inventory:
             settings["models"] = settings["models"] + _manifest(path, settings["models_manifest"])
         settings["workstation_name"] = name
         settings["inventory_dir"] = str(path.parent.resolve())
-        host_problems = check_host(name, settings, marks)
-        for secret_name, field_path in required_secrets(name, settings).items():
+        model = host_model(settings)
+        host_problems = check_host(name, model, marks)
+        needed = required_secrets(name, model)
+        for secret_name, field_path in needed.items():
             if secret_name not in secrets:
                 host_problems.append(Problem(
                     field_path,
@@ -122,7 +130,7 @@ def load_inventory(path: Path | str | None = None, environ=None) -> Inventory:
                     marks.get(field_path),
                 ))
         problems.extend(host_problems)
-        settings["secrets"] = secrets.for_host(required_secrets(name, settings))
+        settings["secrets"] = secrets.for_host(needed)
         inventory.hosts[name] = settings
     local_hosts = [n for n, s in inventory.hosts.items() if s["connection"]["type"] == "local"]
     if len(local_hosts) > 1:
@@ -181,7 +189,7 @@ def resolve_host(document: dict, name: str, settings_schema: dict, full_schema: 
     if "type" not in merged["connection"] and not merged["connection"]:
         merged["connection"]["type"] = "local" if name in ("local", "@local") else "ssh"
     apply_defaults(merged, settings_schema, full_schema)
-    merged.setdefault("models_dir", merged["workspace"].rstrip("/") + "/models")
+    merged.setdefault("models_dir", default_models_dir(merged["workspace"]))
     if merged["gpu"]["mode"] == "none":
         merged["nvidia_toolkit"]["enabled"] = False
     return merged

@@ -12,6 +12,7 @@ from dotenv.parser import parse_stream
 from pyinfra.api import HiddenValue
 
 from .errors import Problem
+from .hostmodel import HostModel
 from .textfiles import read_text
 
 SECRETS_ENV = "GENAI_SECRETS"
@@ -73,36 +74,17 @@ def load_secrets(inventory_file: Path, environ) -> tuple[Secrets, list[Problem]]
     return secrets, problems
 
 
-def required_secrets(host: str, settings: dict) -> dict[str, str]:
+def required_secrets(host: str, model: HostModel) -> dict[str, str]:
     """{secret name: field that needs it} for the features this host enables."""
     prefix = f"hosts.{host}"
-    stacks = settings.get("stacks") or {}
     needed: dict[str, str] = {}
-    comfyui = stacks.get("comfyui")
-    if comfyui and comfyui.get("enabled") and comfyui.get("auth"):
-        needed.setdefault(comfyui["auth"].get("secret", "COMFYUI_AUTH"),
-                          f"{prefix}.stacks.comfyui.auth")
-        if comfyui["auth"].get("token_secret"):
-            needed.setdefault(comfyui["auth"]["token_secret"],
-                              f"{prefix}.stacks.comfyui.auth.token_secret")
-    forge = stacks.get("forge")
-    if forge and forge.get("enabled"):
-        for index, instance in enumerate(forge.get("instances") or []):
-            if instance.get("auth"):
-                needed.setdefault(instance["auth"].get("secret", "FORGE_AUTH"),
-                                  f"{prefix}.stacks.forge.instances.{index}.auth")
-                if instance["auth"].get("token_secret"):
-                    needed.setdefault(instance["auth"]["token_secret"],
-                                      f"{prefix}.stacks.forge.instances.{index}.auth"
-                                      ".token_secret")
-    for stack, spec in (stacks.get("custom") or {}).items():
-        if spec.get("enabled"):
-            for index, name in enumerate(spec.get("secrets") or []):
-                needed.setdefault(name, f"{prefix}.stacks.custom.{stack}.secrets.{index}")
-    for index, model in enumerate(settings.get("models") or []):
-        if "civitai" in model:
+    for stack in model.enabled_stacks():
+        for name, field_path in stack.secrets().items():
+            needed.setdefault(name, f"{prefix}.{field_path}")
+    for index, model_spec in enumerate(model.models):
+        if "civitai" in model_spec:
             needed.setdefault("CIVITAI_TOKEN", f"{prefix}.models.{index}.civitai")
-        if model.get("gated"):
+        if model_spec.get("gated"):
             needed.setdefault("HF_TOKEN", f"{prefix}.models.{index}.gated")
     return needed
 

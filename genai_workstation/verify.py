@@ -4,42 +4,22 @@ from __future__ import annotations
 
 from .findings import SKIPPED, Finding, mode4
 from .gpus import GpuResolutionError, resolve_gpu
-from .layout import COMFYUI_MODEL_FOLDERS, DATA_FOLDERS
+from .hostmodel import HostModel, host_model
 
 CLOCK_SKEW_LIMIT_SECONDS = 30
 # What a stack needs in RAM beyond the GPU (model offload, ComfyUI's cache): a floor, not a fit.
 STACK_MEMORY_MIB = {"comfyui": 8192, "forge": 8192}
-WRITABLE_FOLDERS = ("input", "output", "user", "custom_nodes", "cache")
 CONVERGE = "pyinfra inventory.py deploys/workstation.py"
 MODELS_DEPLOY = "pyinfra inventory.py deploys/models.py"
 SITE_DEPLOY = "pyinfra inventory.py deploys/site.py"
 
 
-def workspace_paths(data) -> list[str]:
-    """Every folder the workstation step creates, root first."""
-    workspace = data["workspace"].rstrip("/")
-    models = data["models_dir"].rstrip("/")
-    paths = [workspace, models]
-    paths += [f"{models}/{folder}" for folder in COMFYUI_MODEL_FOLDERS]
-    paths += [f"{workspace}/{folder}" for folder in DATA_FOLDERS]
-    return paths
-
-
-def writable_paths(data) -> list[str]:
-    """Folders the containers (running as the workstation uid) must be able to write."""
-    workspace = data["workspace"].rstrip("/")
-    return [data["models_dir"].rstrip("/")] + [f"{workspace}/{f}" for f in WRITABLE_FOLDERS]
-
-
-def enabled_stacks(data) -> list[str]:
+def enabled_stacks(settings) -> list[str]:
     """Names of the stacks the host runs: comfyui, forge and custom ones, in that order."""
-    stacks = data.get("stacks") or {}
-    names = [n for n in ("comfyui", "forge") if (stacks.get(n) or {}).get("enabled")]
-    names += [n for n, spec in (stacks.get("custom") or {}).items() if spec.get("enabled")]
-    return names
+    return [stack.name for stack in host_model(settings).enabled_stacks()]
 
 
-def evaluate_workstation(host: str, data, facts: dict) -> list[Finding]:
+def evaluate_workstation(host: str, data: HostModel, facts: dict) -> list[Finding]:
     """Findings for the base workstation: platform, GPU, Docker, folders, health."""
     found: list[Finding] = []
     found += _platform(host, data, facts)
@@ -56,7 +36,7 @@ def _platform(host, data, facts) -> list[Finding]:
     if platform.get("wsl") == 1:
         found.append(Finding(host, "platform", "WSL2", "WSL1 (no GPU, no Docker engine)",
                              "wsl.exe --set-version <distro> 2"))
-    wanted = data.get("platform", "auto")
+    wanted = data.platform
     is_wsl2 = platform.get("wsl") == 2
     if wanted == "wsl2" and not is_wsl2:
         found.append(Finding(host, "platform", "wsl2", f"not WSL2 (kernel {platform['kernel']})",
@@ -73,7 +53,7 @@ def _platform(host, data, facts) -> list[Finding]:
 
 
 def _gpu(host, data, facts) -> list[Finding]:
-    if data["gpu"]["mode"] == "none":
+    if data.gpu.cpu_only:
         return [Finding(host, "GPU checks", "skipped", "gpu.mode is none (CPU-only)",
                         "set gpu.mode: nvidia to check GPUs", kind=SKIPPED)]
     gpus = facts["gpus"]
@@ -84,7 +64,7 @@ def _gpu(host, data, facts) -> list[Finding]:
                         f"install or repair {where}; on a machine without a GPU set gpu.mode: "
                         "none")]
     found = []
-    for ref in data["gpu"].get("expected", []):
+    for ref in data.gpu.expected:
         try:
             resolve_gpu(ref, gpus["gpus"])
         except GpuResolutionError as error:
@@ -96,7 +76,7 @@ def _gpu(host, data, facts) -> list[Finding]:
 
 def _docker(host, data, facts) -> list[Finding]:
     cli = facts["docker_cli"]
-    source = data["docker"]["source"]
+    source = data.docker.source
     found = []
     if cli.get("dangling"):
         found.append(Finding(host, "docker CLI", "a working docker command",
@@ -115,7 +95,7 @@ def _docker(host, data, facts) -> list[Finding]:
                              f"{CONVERGE}  (or: service docker start)"))
     if not cli.get("compose_version"):
         found.append(Finding(host, "docker compose", "Compose v2", "missing", CONVERGE))
-    gpu_wanted = data["gpu"]["mode"] == "nvidia" and data["nvidia_toolkit"]["enabled"]
+    gpu_wanted = data.gpu.mode == "nvidia" and data.nvidia_toolkit.enabled
     if gpu_wanted:
         from facts.docker import nvidia_runtime_ok
 
@@ -137,7 +117,7 @@ def _docker(host, data, facts) -> list[Finding]:
 def _folders(host, data, facts) -> list[Finding]:
     from facts.filesystem import is_windows_mount
 
-    uid, gid = data["user"]["uid"], data["user"]["gid"]
+    uid, gid = data.user.uid, data.user.gid
     found = []
     missing = [path for path, state in facts["paths"].items() if not state.get("exists")]
     found += _missing_folders(host, data, missing)
@@ -164,14 +144,14 @@ def _folders(host, data, facts) -> list[Finding]:
     return found
 
 
-def manifest_files(data) -> dict[str, list[str]]:
+def manifest_files(data: HostModel) -> dict[str, list[str]]:
     """{absolute folder: file names (or source keys when the name comes from the network)} of
     the host's model manifest."""
     from .models.downloader import default_name, folder_of, source_key
 
-    models = data["models_dir"].rstrip("/")
+    models = data.layout.models_dir
     files: dict[str, list[str]] = {}
-    for spec in data.get("models") or []:
+    for spec in data.models:
         name = default_name(spec) or source_key(spec)
         files.setdefault(f"{models}/{folder_of(spec)}", []).append(name)
     return files
@@ -181,7 +161,7 @@ def _missing_folders(host, data, missing: list[str]) -> list[Finding]:
     """Missing folders: those that held manifest files name the deploy that brings the files
     back too (deploys/workstation.py would recreate them empty); the others are one finding."""
     manifest = manifest_files(data)
-    models_root = data["models_dir"].rstrip("/")
+    models_root = data.layout.models_dir
     found, empty, covered = [], [], []
     for path in sorted(missing, key=len):
         if any(path.startswith(root + "/") for root in covered):
@@ -225,7 +205,7 @@ def _health(host, data, facts) -> list[Finding]:
                              ".wslconfig ([wsl2] memory=...), then wsl.exe --shutdown"))
     if len(health.get("dockerd_pids") or []) > 1 or (
             health.get("dockerd_pids") and health.get("desktop_integration")
-            and data["docker"]["source"] != "desktop"):
+            and data.docker.source != "desktop"):
         found.append(Finding(host, "Docker daemons", "one daemon behind docker.sock",
                              f"dockerd pids {health.get('dockerd_pids')}, Docker Desktop "
                              f"integration {'on' if health.get('desktop_integration') else 'off'}",
@@ -234,13 +214,5 @@ def _health(host, data, facts) -> list[Finding]:
     return found
 
 
-def _memory_needed(data) -> int:
-    stacks = data.get("stacks") or {}
-    needed = 0
-    if (stacks.get("comfyui") or {}).get("enabled"):
-        needed += STACK_MEMORY_MIB["comfyui"]
-    forge = stacks.get("forge") or {}
-    if forge.get("enabled"):
-        needed += STACK_MEMORY_MIB["forge"] * len(forge.get("instances") or [])
-    return needed
-
+def _memory_needed(data: HostModel) -> int:
+    return sum(STACK_MEMORY_MIB.get(app.stack, 0) for app in data.apps())

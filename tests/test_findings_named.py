@@ -10,10 +10,12 @@ import json
 import pytest
 
 from genai_workstation.findings import CRITICAL, Finding, Report, mode4
+from genai_workstation.hostmodel import host_model
 from genai_workstation.loader import load_inventory
 from genai_workstation.reports import junit, prometheus, table
 from genai_workstation.stacks import checks
-from genai_workstation.verify import evaluate_workstation, workspace_paths
+from genai_workstation.stacks.rendered import AuthCheck
+from genai_workstation.verify import evaluate_workstation
 from tests import test_verify_checks
 
 # the recorded facts of a converged host: the `converged` fixture, with this module's host_data
@@ -61,13 +63,13 @@ def by_item(findings) -> dict[str, Finding]:
 
 
 def test_converged_workspace_has_no_finding(host_data, converged):
-    assert [f.item for f in evaluate_workstation("ws1", host_data, converged)
+    assert [f.item for f in evaluate_workstation("ws1", host_model(host_data), converged)
             if f.kind != "skipped"] == []
 
 
 def test_missing_model_folder_names_the_models_deploy_and_its_files(host_data, converged):
     facts = _missing(converged, "/srv/genai/models/loras", "/srv/genai/models/vae")
-    found = by_item(evaluate_workstation("ws1", host_data, facts))
+    found = by_item(evaluate_workstation("ws1", host_model(host_data), facts))
     loras = found["folder /srv/genai/models/loras"]
     assert (loras.expected, loras.actual) == (
         "present, with its 2 model file(s) of the manifest", "missing")
@@ -81,8 +83,8 @@ def test_missing_model_folder_names_the_models_deploy_and_its_files(host_data, c
 
 
 def test_missing_models_root_is_one_finding_naming_site(host_data, converged):
-    under = [p for p in workspace_paths(host_data) if p.startswith("/srv/genai/models")]
-    found = by_item(evaluate_workstation("ws1", host_data, _missing(converged, *under)))
+    under = [p for p in host_model(host_data).layout.tree() if p.startswith("/srv/genai/models")]
+    found = by_item(evaluate_workstation("ws1", host_model(host_data), _missing(converged, *under)))
     root = found["folder /srv/genai/models"]
     assert root.fix.startswith("pyinfra inventory.py deploys/site.py")
     assert "3 model file(s)" in root.expected and "civitai:4242" in root.fix
@@ -92,7 +94,8 @@ def test_missing_models_root_is_one_finding_naming_site(host_data, converged):
 def test_folder_modes_are_printed_with_four_digits(host_data, converged):
     facts = copy.deepcopy(converged)
     facts["paths"]["/srv/genai/output"]["mode"] = "0"
-    finding = by_item(evaluate_workstation("ws1", host_data, facts))["mode of /srv/genai/output"]
+    found = by_item(evaluate_workstation("ws1", host_model(host_data), facts))
+    finding = found["mode of /srv/genai/output"]
     assert (finding.expected, finding.actual) == ("0755", "0000")
 
 
@@ -181,7 +184,7 @@ def test_secret_file_mode_000_and_missing():
 
 # --- the proxy refuses without credentials ---------------------------------------------------
 
-AUTH = [{"protects": "comfyui", "proxy_port": 8080, "url": "http://127.0.0.1:8443/"}]
+AUTH = [AuthCheck("comfyui", "http://127.0.0.1:8443/", 8080)]
 
 
 def proxy_project(port=8443, state="running"):

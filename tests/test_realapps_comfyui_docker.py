@@ -112,7 +112,8 @@ def test_real_comfyui_converges_healthy_then_zero_changes(docker_engine, comfyui
 def test_cpu_mode_device_probe_reads_cpu_from_the_real_app(docker_engine, comfyui):
     """The product's own device probe (the GPU check's) against the real /system_stats."""
     stack_dir = comfyui["workspace"] / "stacks" / "comfyui"
-    command = lc.device_probe_command("comfyui", "comfyui:http://127.0.0.1:8188/system_stats")
+    command = lc.device_probe_command("comfyui", "comfyui",
+                                      "http://127.0.0.1:8188/system_stats")
     result = docker_engine.exec_in_netns(f"cd {stack_dir} && {command}", timeout=120)
     assert "@@genai:device cpu" in result.stdout, result.stdout + result.stderr
     logs = docker_engine.compose(stack_dir, "logs", "--no-color", "comfyui").stdout

@@ -20,8 +20,9 @@ from facts.compose import (
     parse_labels,
     parse_ps_output,
 )
-from genai_workstation.operations.stack import as_plain, gpu_checks
+from genai_workstation.operations.stack import as_plain, write_checks
 from genai_workstation.stacks import lifecycle as lc
+from genai_workstation.stacks.rendered import GpuCheck
 
 # The JSON cases of tests/operations/stack.*/ run in tests/test_operations.py.
 H1 = "a" * 64
@@ -156,8 +157,8 @@ def test_scripts_are_valid_sh_and_carry_no_secret():
     script = lc.up_script(name="comfyui", project_dir="/srv/genai/stacks/comfyui",
                           config_hash=H1, timeout=300,
                           rollback_to="20260101T000000Z-aaaaaaaaaaaa", rollback_good=True,
-                          gpu_checks=[("comfyui", "comfyui:http://127.0.0.1:8188/system_stats",
-                                       "NVIDIA GeForce RTX 3090")],
+                          gpu_checks=[GpuCheck("comfyui", "NVIDIA GeForce RTX 3090", "comfyui",
+                                               "http://127.0.0.1:8188/system_stats")],
                           write_checks=[("comfyui", "/data/output")])
     for text in (script, lc.up_script(name="x", project_dir="/p", config_hash=H1, timeout=5,
                                       rollback_to=None, gpu_checks=[]),
@@ -175,10 +176,11 @@ def test_scripts_are_valid_sh_and_carry_no_secret():
 
 
 def test_probe_and_mismatch():
-    assert lc.probe_for({"url": "http://127.0.0.1:8188/system_stats"}).startswith("comfyui:")
-    assert lc.probe_for({"url": "http://127.0.0.1:7860/internal/ping",
-                         "gpu_url": "http://127.0.0.1:7860/sdapi/v1/memory"}) == "forge"
-    assert lc.probe_for({"url": "http://127.0.0.1:8080/", "gpu_url": None}) is None
+    comfyui = lc.device_probe_command("comfyui", "comfyui", "http://127.0.0.1:8188/system_stats")
+    assert "docker compose exec -T comfyui" in comfyui and "/system_stats" in comfyui
+    assert "docker compose logs" in lc.device_probe_command("forge-a", "forge")
+    with pytest.raises(ValueError):
+        lc.device_probe_command("x", "comfyui:http://127.0.0.1:8188/system_stats")
     seen = "cuda:0 NVIDIA GeForce RTX 3090 : cudaMallocAsync"
     assert lc.gpu_mismatch("NVIDIA GeForce RTX 3090", seen) is None
     assert lc.gpu_mismatch(None, "cpu") is None
@@ -188,15 +190,18 @@ def test_probe_and_mismatch():
 
 
 def test_gpu_checks_from_a_rendered_stack():
+    """The converge uses the render's typed checks as they are (JSON cases give their fields)."""
+    check = GpuCheck("comfyui", "NVIDIA GeForce RTX 3090", "comfyui",
+                     "http://127.0.0.1:8188/system_stats")
     rendered = as_plain({
         "files": {"compose.yaml": "x"}, "config_hash": H1, "services": ["comfyui", "proxy"],
         "health": [{"service": "comfyui", "url": "http://127.0.0.1:8188/system_stats",
-                    "gpu_url": "http://127.0.0.1:8188/system_stats"},
-                   {"service": "proxy", "url": "http://127.0.0.1:8080/", "gpu_url": None}],
-        "expected_gpu": {"comfyui": "NVIDIA GeForce RTX 3090", "proxy": None},
+                    "writable": ["/data/output"]}],
+        "gpu_checks": [{"service": "comfyui", "expected": "NVIDIA GeForce RTX 3090",
+                        "probe": "comfyui", "url": "http://127.0.0.1:8188/system_stats"}],
     })
-    assert gpu_checks(rendered) == [("comfyui", "comfyui:http://127.0.0.1:8188/system_stats",
-                                     "NVIDIA GeForce RTX 3090")]
+    assert rendered["gpu_checks"] == [check]
+    assert write_checks(rendered) == [("comfyui", "/data/output")]
 
 
 # --- facts ----------------------------------------------------------------------------------
@@ -372,8 +377,8 @@ def test_gpu_failure_rolls_back_in_the_script(tmp_path):
     (bin_dir / "docker").chmod(0o755)
     script = lc.up_script(name="demo", project_dir=str(stack), config_hash=H2, timeout=5,
                           rollback_to=good.name, rollback_good=True,
-                          gpu_checks=[("app", "comfyui:http://127.0.0.1:8188/system_stats",
-                                       "RTX 3090")])
+                          gpu_checks=[GpuCheck("app", "RTX 3090", "comfyui",
+                                               "http://127.0.0.1:8188/system_stats")])
     run = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
     assert run.returncode == 1, run

@@ -262,7 +262,7 @@ def test_image_is_built_only_when_its_build_hash_label_differs(docker_engine, im
             "files": {"compose.yaml": {"content": compose},
                       "build/Dockerfile": {"content": f"FROM {images['ok']}\n"
                                                       f"LABEL marker={marker}\n"}},
-            "config_hash": build_hash, "services": ["app"], "health": [], "expected_gpu": {},
+            "config_hash": build_hash, "services": ["app"], "health": [], "gpu_checks": [],
             "image_build": {"tag": tag, "build_hash": build_hash, "context": "build",
                             "labels": {"genai.app": "built"}},
         }
@@ -294,7 +294,7 @@ def test_image_is_built_only_when_its_build_hash_label_differs(docker_engine, im
 
 def test_gpu_name_check_on_a_hand_made_stack(docker_engine, images, tmp_path):
     """The GPU check itself, on any engine: no compose GPU request, the card declared in the
-    rendered stack's expected_gpu (as render_stack sets it from the resolved GPU)."""
+    rendered stack's gpu_checks (as render_stack sets them from the resolved GPU)."""
 
     def rendered(image: str, marker: str) -> Path:
         compose = textwrap.dedent(f"""\
@@ -313,8 +313,9 @@ def test_gpu_name_check_on_a_hand_made_stack(docker_engine, images, tmp_path):
         url = "http://127.0.0.1:8188/system_stats"
         data = {"files": {"compose.yaml": {"content": compose}}, "config_hash": marker * 64,
                 "services": ["comfyui"], "image_build": None,
-                "health": [{"service": "comfyui", "url": url, "gpu_url": url}],
-                "expected_gpu": {"comfyui": GPU_3090}}
+                "health": [{"service": "comfyui", "url": url}],
+                "gpu_checks": [{"service": "comfyui", "expected": GPU_3090, "probe": "comfyui",
+                                "url": url}]}
         path = tmp_path / f"rendered-{marker}.json"
         path.write_text(json.dumps(data))
         return path

@@ -29,6 +29,7 @@ import yaml
 from genai_workstation.errors import InventoryError
 from genai_workstation.loader import load_inventory
 from genai_workstation.stacks import StackError, cuda_index, render_stack
+from genai_workstation.stacks.rendered import AuthCheck, GpuCheck, HealthCheck
 from tests.harness.docker_engine import find_compose_binary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,10 +129,12 @@ def test_expose_with_auth_publishes_only_the_proxy(tmp_path):
     assert services["proxy"]["secrets"] == ["proxy_auth_comfyui"]
     assert stack.files["secrets/proxy_auth_comfyui"].mode == 0o600
     # the check verify and drift run: no credentials at the published address -> 401
-    assert stack.auth_checks == [{"protects": "comfyui", "proxy_port": 8080,
-                                  "url": "http://127.0.0.1:8443/"}]
-    assert [h["service"] for h in stack.health] == ["comfyui"]
-    assert set(stack.health[0]) == {"service", "url", "gpu_url", "writable"}
+    assert stack.auth_checks == [AuthCheck("comfyui", "http://127.0.0.1:8443/", 8080)]
+    # the port followed from the inventory to the checks: the app's own port inside
+    assert stack.health == [HealthCheck("comfyui", "http://127.0.0.1:8188/system_stats",
+                                        ("/data/output",))]
+    assert stack.gpu_checks == [GpuCheck("comfyui", "NVIDIA GeForce RTX 3090", "comfyui",
+                                         "http://127.0.0.1:8188/system_stats")]
 
 
 def test_forge_instances_mixed_exposure(tmp_path):
@@ -176,7 +179,7 @@ def test_secret_values_only_in_secret_files(tmp_path, body, name):
                 assert value.encode() not in rendered.data(), path
         assert value not in _argv_and_env(compose(stack)["services"])
         assert value not in repr(stack)
-        assert value not in json.dumps(stack.health)
+        assert value not in repr(stack.health + stack.gpu_checks + stack.auth_checks)
         assert value not in stack.config_hash
     # The bcrypt hash is not in the Caddyfile either (it imports the secret snippet).
     assert "$2a$" not in stack.files["proxy/Caddyfile"].content
@@ -271,13 +274,12 @@ def test_two_cards_are_pinned_inside_the_apps(tmp_path):
         assert services[service]["environment"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
         devices = services[service]["deploy"]["resources"]["reservations"]["devices"]
         assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
-    assert stack.expected_gpu == {"forge-myia": "NVIDIA GeForce RTX 3080",
-                                  "forge-turbo": "NVIDIA GeForce RTX 3090"}
+    assert stack.gpu_checks == [GpuCheck("forge-myia", "NVIDIA GeForce RTX 3080", "forge"),
+                                GpuCheck("forge-turbo", "NVIDIA GeForce RTX 3090", "forge")]
     comfy = render_stack("comfyui", load(tmp_path, COMFY), RESOLVED, all_gpus=ALL_GPUS)
     command = compose(comfy)["services"]["comfyui"]["command"]
     assert command[command.index("--cuda-device") + 1] == "1"
-    assert comfy.expected_gpu == {"comfyui": "NVIDIA GeForce RTX 3090"}
-    assert comfy.gpus["comfyui"]["cuda_index"] == 1
+    assert [c.expected for c in comfy.gpu_checks] == ["NVIDIA GeForce RTX 3090"]
 
 
 def test_gpu_none_runs_on_the_cpu(tmp_path):
@@ -286,7 +288,7 @@ def test_gpu_none_runs_on_the_cpu(tmp_path):
     service = compose(stack)["services"]["comfyui"]
     assert "--cpu" in service["command"] and "--cuda-device" not in service["command"]
     assert "deploy" not in service
-    assert stack.expected_gpu == {"comfyui": None}
+    assert stack.gpu_checks == []  # nothing to ask an app on the CPU
 
 
 def test_host_without_gpu_runs_forge_on_the_cpu(tmp_path):

@@ -5,8 +5,9 @@ import copy
 import pytest
 
 from genai_workstation.findings import SKIPPED
+from genai_workstation.hostmodel import host_model
 from genai_workstation.loader import load_inventory
-from genai_workstation.verify import evaluate_workstation, workspace_paths, writable_paths
+from genai_workstation.verify import evaluate_workstation
 
 RTX_3090 = {"index": 1, "uuid": "GPU-52dc20f4-4d06-1338-85c9-c493c5dcec02",
             "name": "NVIDIA GeForce RTX 3090", "pci_bus_id": "00000000:2B:00.0",
@@ -46,8 +47,9 @@ def converged(host_data):
         "runtimes": {"runtimes": ["io.containerd.runc.v2", "nvidia", "runc"], "default": "runc"},
         "gpus": {"available": True, "error": None, "gpus": [RTX_3080, RTX_3090]},
         "forbidden": [],
-        "paths": {path: dict(folder) for path in workspace_paths(host_data)},
-        "probe": {path: {"writable": True, "error": None} for path in writable_paths(host_data)},
+        "paths": {path: dict(folder) for path in host_model(host_data).layout.tree()},
+        "probe": {path: {"writable": True, "error": None}
+                  for path in host_model(host_data).layout.writable()},
         "health": {"epoch": 1763900000, "windows_epoch": 1763900003, "mem_total_mib": 32000,
                    "mem_available_mib": 20000, "dockerd_pids": [412], "docker_socket":
                    "/run/docker.sock", "desktop_integration": False},
@@ -60,7 +62,7 @@ def items(findings):
 
 
 def test_converged_host_has_no_finding(host_data, converged):
-    assert evaluate_workstation("ws1", host_data, converged) == []
+    assert evaluate_workstation("ws1", host_model(host_data), converged) == []
 
 
 def drifted(facts, path, value):
@@ -91,7 +93,7 @@ DRIFTS = {
 @pytest.mark.parametrize("case", sorted(DRIFTS))
 def test_each_drift_is_reported(host_data, converged, case):
     path, value, item = DRIFTS[case]
-    findings = evaluate_workstation("ws1", host_data, drifted(converged, path, value))
+    findings = evaluate_workstation("ws1", host_model(host_data), drifted(converged, path, value))
     assert item in items(findings)
     finding = next(f for f in findings if f.item == item)
     assert finding.host == "ws1" and finding.fix and finding.expected != finding.actual
@@ -101,7 +103,7 @@ def test_chowned_folder_reports_owner_and_failed_probe(host_data, converged):
     output = "/home/jesse/genai/output"
     facts = drifted(converged, ("paths", output, "uid"), 0)
     facts = drifted(facts, ("probe", output), {"writable": False, "error": "Permission denied"})
-    findings = evaluate_workstation("ws1", host_data, facts)
+    findings = evaluate_workstation("ws1", host_model(host_data), facts)
     assert f"owner of {output}" in items(findings)
     probe = next(f for f in findings if f.item == f"uid 1000 can write {output}")
     assert probe.actual == "Permission denied" and "chown -R 1000:1000" in probe.fix
@@ -112,7 +114,7 @@ def test_folder_on_windows_drive(host_data, converged):
     facts = drifted(converged, ("paths", models), {
         "exists": True, "kind": "directory", "fstype": "9p", "uid": 1000, "gid": 1000,
         "mode": "755", "mount": "/mnt/d"})
-    finding = next(f for f in evaluate_workstation("ws1", host_data, facts)
+    finding = next(f for f in evaluate_workstation("ws1", host_model(host_data), facts)
                    if f.item == f"folder {models}")
     assert "9p" in finding.actual
 
@@ -122,5 +124,5 @@ def test_cpu_only_skips_gpu_checks_visibly(host_data, converged):
     host_data["nvidia_toolkit"]["enabled"] = False
     facts = drifted(converged, ("gpus",), None)
     facts = drifted(facts, ("daemon_json", "config"), {})
-    findings = evaluate_workstation("ws1", host_data, facts)
+    findings = evaluate_workstation("ws1", host_model(host_data), facts)
     assert [(f.item, f.kind) for f in findings] == [("GPU checks", SKIPPED)]

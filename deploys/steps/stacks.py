@@ -1,19 +1,24 @@
 """Stack steps: render a stack from host.data, converge it, verify it, roll it back.
 
-Each step reads host.data only (the inventory decides) and calls the operations of
+Each step reads the host's model (genai_workstation/hostmodel.py, from host.data: the inventory
+decides) and calls the operations of
 ``genai_workstation.operations.stack`` with an explicit ``name=`` so that pyinfra never prints
 an operation's arguments (the rendered stack carries secret file contents).
 """
 
 from __future__ import annotations
 
-from pyinfra import host
+from weakref import WeakKeyDictionary
+
+from pyinfra import host, logger
 from pyinfra.api import deploy
+from pyinfra.context import ctx_host
 from pyinfra.operations import server
 
 from facts.gpu import NvidiaGpus
+from genai_workstation.hostmodel import HostModel, Stack, host_model
 from genai_workstation.operations import stack as stack_ops
-from genai_workstation.stacks import lifecycle as lc
+from genai_workstation.stacks.verify import StackSpec
 
 
 def host_settings() -> dict:
@@ -21,65 +26,52 @@ def host_settings() -> dict:
     return host.data.dict()
 
 
-def stack_settings(data: dict, name: str) -> dict | None:
-    stacks = data.get("stacks") or {}
-    if name in ("comfyui", "forge"):
-        return stacks.get(name)
-    return (stacks.get("custom") or {}).get(name)
-
-
-def gpu_refs(name: str, settings: dict) -> dict:
-    """{app key: gpu reference} the stack declares (keys as render_stack expects them)."""
-    if name == "forge":
-        return {f"forge/{i['name']}": i.get("gpu") for i in settings.get("instances") or []}
-    if name == "comfyui":
-        return {"comfyui": settings.get("gpu")}
-    return {}
-
-
-def resolve_gpus(name: str, settings: dict, data: dict) -> tuple[dict, list[dict], list[str]]:
+def resolve_gpus(stack: Stack, model: HostModel) -> tuple[dict, list[dict], list[str]]:
     """({app key: gpu dict | None}, every GPU, problems). The GPU fact is read only when a
     card is declared; no declared card runs the app on the CPU."""
     from genai_workstation.gpus import GpuResolutionError, resolve_gpu
 
-    refs = gpu_refs(name, settings)
-    wanted = {k: v for k, v in refs.items() if v not in (None, "none")}
-    if (data.get("gpu") or {}).get("mode") == "none" or not wanted:
-        return {k: None for k in refs}, [], []
+    if model.gpu.cpu_only or not any(app.wants_gpu for app in stack.apps):
+        return {app.key: None for app in stack.apps}, [], []
     fact = host.get_fact(NvidiaGpus)
     resolved, problems = {}, []
-    for key, ref in refs.items():
-        if ref in (None, "none"):
-            resolved[key] = None
+    for app in stack.apps:
+        if not app.wants_gpu:
+            resolved[app.key] = None
             continue
         try:
-            resolved[key] = resolve_gpu(ref, fact.get("gpus") or [])
+            resolved[app.key] = resolve_gpu(app.gpu, fact.get("gpus") or [])
         except GpuResolutionError as exc:
-            resolved[key] = None
-            problems.append(f"stack {name}, {key}: {exc}"
+            resolved[app.key] = None
+            problems.append(f"stack {stack.name}, {app.key}: {exc}"
                             + (f" (nvidia-smi: {fact['error']})" if fact.get("error") else ""))
     return resolved, list(fact.get("gpus") or []), problems
 
 
-def render(name: str, data: dict, resolved: dict, all_gpus: list[dict]):
-    """The rendered stack; rendered once per host in a read-only run (genai-drift), where
-    the plan and the checks both need it."""
-    from genai_workstation.operations.once import read_only_memo
+# This run's render of each stack, per host: the converge and the checks after it (verify,
+# genai-drift's plan and state checks) use the same one, never a second render.
+_RENDERS: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def rendered_stack(stack: Stack, data: dict, model: HostModel):
+    """(RenderedStack, [], ""), or (None, [why it cannot be rendered], the step that failed);
+    rendered once per host and run."""
+    from genai_workstation.stacks.errors import StackError
     from genai_workstation.stacks.render import render_stack
 
-    memo = read_only_memo("stack renders")
-    if memo is None:
-        return render_stack(name, data, resolved, all_gpus=all_gpus or None)
-    key = (name, repr(resolved), repr(all_gpus))
-    if key not in memo:
-        memo[key] = render_stack(name, data, resolved, all_gpus=all_gpus or None)
-    return memo[key]
-
-
-def _user(data: dict) -> dict:
-    user = data.get("user") or {}
-    return {"user": user.get("name", "genai"), "group": user.get("name", "genai"),
-            "uid": int(user.get("uid", 1000)), "gid": int(user.get("gid", 1000))}
+    renders = _RENDERS.setdefault(ctx_host.get(), {})
+    if stack.name not in renders:
+        resolved, all_gpus, problems = resolve_gpus(stack, model)
+        if problems:
+            renders[stack.name] = (None, problems, "resolve the declared GPUs")
+        else:
+            try:
+                renders[stack.name] = (render_stack(stack.name if stack.builtin else
+                                                    f"custom/{stack.name}", data, resolved,
+                                                    all_gpus=all_gpus or None), [], "")
+            except StackError as exc:
+                renders[stack.name] = (None, [str(exc)], "render")
+    return renders[stack.name]
 
 
 def fail(title: str, problems: list[str]) -> None:
@@ -91,57 +83,40 @@ def fail(title: str, problems: list[str]) -> None:
 def stack(name: str):
     """Render, build, bring up and health-check one stack (comfyui, forge or a custom one)."""
     data = host_settings()
-    settings = stack_settings(data, name)
-    if not settings or not settings.get("enabled", True):
+    model = host_model(data)
+    declared = model.stack(name)
+    if declared is None or not declared.enabled:
         host.noop(f"stack {name} is not enabled on this host")
         return
-    resolved, all_gpus, problems = resolve_gpus(name, settings, data)
-    if problems:
-        fail(f"Stack {name}: resolve the declared GPUs", problems)
+    rendered, problems, step = rendered_stack(declared, data, model)
+    if rendered is None:
+        fail(f"Stack {name}: {step}", problems)
         return
-    from genai_workstation.stacks.errors import StackError
-
-    try:
-        rendered = render(name, data, resolved, all_gpus)
-    except StackError as exc:
-        fail(f"Stack {name}: render", [str(exc)])
-        return
+    for warning in rendered.warnings:
+        logger.warning(f"{host.print_prefix}stack {name}: {warning}")
     stack_ops.converge(
         name=f"Stack {name}: render, build, up, health",
         stack=name,
         rendered=rendered,
-        project_dir=lc.stack_dir(data["workspace"], name),
-        health_timeout=int(getattr(rendered, "health_timeout", None)
-                           or settings.get("health_timeout", 300)),
-        history_keep=int(data.get("history_keep", 5)),
-        **_user(data),
+        project_dir=model.layout.stack_dir(name),
+        health_timeout=rendered.health_timeout,
+        history_keep=model.history_keep,
+        user=model.user.name, group=model.user.name, uid=model.user.uid, gid=model.user.gid,
     )
 
 
-def stack_spec(name: str, data: dict | None = None) -> dict | None:
-    """What verify checks for one stack: {stack, project_dir, services, checks}; {stack, error}
-    when it cannot be rendered; None when the stack is not enabled on this host."""
+def stack_spec(name: str, data: dict | None = None) -> StackSpec | None:
+    """What verify checks for one stack (this run's render, where it is deployed); None when
+    the stack is not enabled on this host."""
     data = host_settings() if data is None else data
-    settings = stack_settings(data, name)
-    if not settings or not settings.get("enabled", True):
+    model = host_model(data)
+    declared = model.stack(name)
+    if declared is None or not declared.enabled:
         return None
-    resolved, all_gpus, problems = resolve_gpus(name, settings, data)
-    if problems:
-        return {"stack": name, "error": "; ".join(problems)}
-    from genai_workstation.stacks.errors import StackError
-
-    try:
-        rendered = stack_ops.as_plain(render(name, data, resolved, all_gpus))
-    except StackError as exc:
-        return {"stack": name, "error": str(exc)}
-    user = _user(data)
-    return {"stack": name, "project_dir": lc.stack_dir(data["workspace"], name),
-            "services": rendered["services"],
-            "checks": [list(check) for check in stack_ops.gpu_checks(rendered)],
-            "published": [list(p) for p in rendered["published"] or []],
-            "secret_files": sorted(p for p, f in rendered["files"].items() if f["secret"]),
-            "owner": [user["uid"], user["gid"]],
-            "auth_checks": list(rendered.get("auth_checks") or [])}
+    rendered, problems, _ = rendered_stack(declared, data, model)
+    return StackSpec(stack=name, project_dir=model.layout.stack_dir(name),
+                     owner=(model.user.uid, model.user.gid), rendered=rendered,
+                     error="; ".join(problems) or None)
 
 
 def verify(name: str):
@@ -161,19 +136,20 @@ def forge_stack():
 
 
 def custom_stacks():
-    for name in sorted((host_settings().get("stacks") or {}).get("custom") or {}):
+    for name in sorted(s.name for s in host_model(host_settings()).stacks if not s.builtin):
         stack(name)
 
 
 @deploy("Roll back stack")
 def rollback(name: str, to: str | None = None):
     """Restore the newest (or the named) previous config of a stack and bring it up."""
-    data = host_settings()
-    settings = stack_settings(data, name) or {}
+    model = host_model(host_settings())
+    declared = model.stack(name)
     stack_ops.rollback(
         name=f"Roll back stack {name}" + (f" to {to}" if to else ""),
         stack=name,
-        project_dir=lc.stack_dir(data["workspace"], name),
+        project_dir=model.layout.stack_dir(name),
         to=to,
-        health_timeout=int(settings.get("health_timeout", 300)),
+        # a stack no longer in the inventory: the operation's own default
+        **({"health_timeout": declared.health_timeout} if declared else {}),
     )

@@ -10,9 +10,9 @@ from deploys.steps.workstation import facts_read_by_the_step, wsl_shutdown_remin
 from facts.compose import ComposeProject
 from facts.platform import Platform
 from genai_workstation.findings import Finding
+from genai_workstation.hostmodel import host_model
 from genai_workstation.operations.once import in_parallel, prefetch, read_once
 from genai_workstation.operations.verify import host_findings, verified, workstation_fact_specs
-from genai_workstation.stacks import lifecycle as lc
 from genai_workstation.verify import enabled_stacks
 
 
@@ -23,7 +23,7 @@ def verify_host(stacks: list[str] | None = None, workstation: bool = True):
     data = host.data.dict()
     names = enabled_stacks(data) if stacks is None else stacks
     specs = [spec for spec in (stack_spec(name, data) for name in names) if spec]
-    what = ", ".join(["workstation"] * workstation + [f"stack {s['stack']}" for s in specs])
+    what = ", ".join(["workstation"] * workstation + [f"stack {s.stack}" for s in specs])
     wsl_shutdown_reminder()  # last words of a longer run, before checks that may fail it
     verified(name=f"Verify {what or 'nothing'}", stack_specs=specs, workstation=workstation)
 
@@ -35,15 +35,15 @@ def state_findings() -> list[Finding]:
     read: the plan that follows answers from them (genai_workstation/operations/once.py).
     """
     data = host.data.dict()
+    model = host_model(data)
     platform = read_once(Platform)
     names = enabled_stacks(data)
     in_parallel(  # the stacks' compose state meanwhile, read by both too
         lambda: prefetch(facts_read_by_the_step(data, platform)
-                         + list(workstation_fact_specs(data, platform).values())),
-        *[lambda name=name: _compose_state(lc.stack_dir(data["workspace"], name))
-          for name in names])
+                         + list(workstation_fact_specs(model, platform).values())),
+        *[lambda name=name: _compose_state(model.layout.stack_dir(name)) for name in names])
     specs = [spec for spec in (stack_spec(name, data) for name in names) if spec]
-    return host_findings(host.data.get("workstation_name") or host.name, data, specs)
+    return host_findings(host.data.get("workstation_name") or host.name, model, specs)
 
 
 def _compose_state(project_dir: str) -> None:

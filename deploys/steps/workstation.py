@@ -17,6 +17,7 @@ from pyinfra.operations import python
 from facts.accounts import Account
 from facts.filesystem import FileStat, PathStates
 from facts.platform import Platform, ServiceState
+from genai_workstation.hostmodel import host_model
 from genai_workstation.operations import docker, nvidia, system, workspace, wsl
 from genai_workstation.operations.once import prefetch, read_once
 
@@ -64,7 +65,7 @@ def facts_read_by_the_step(data: dict, platform: dict) -> list[tuple[type, dict]
     """The facts (with the operations' exact arguments) the workstation operations read."""
     user = data["user"]
     specs = [
-        (PathStates, {"paths": workspace.workspace_paths(data["workspace"], data["models_dir"])}),
+        (PathStates, {"paths": host_model(data).layout.tree()}),
         (Account, {"username": user["name"], "uid": user["uid"], "groups": ["docker"]}),
     ]
     if data["docker"]["source"] != "desktop":

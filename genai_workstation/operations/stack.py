@@ -35,16 +35,18 @@ from facts.compose import (
 )
 from genai_workstation.operations import atomic
 from genai_workstation.stacks import lifecycle as lc
+from genai_workstation.stacks.rendered import GpuCheck, HealthCheck
 
 
 def as_plain(rendered) -> dict:
-    """A RenderedStack (object or dict, e.g. from a JSON test case) as a plain dict."""
+    """A RenderedStack (object or dict, e.g. from a JSON test case) as a plain dict whose
+    checks are the render's typed ones (stacks.rendered: HealthCheck, GpuCheck)."""
     if isinstance(rendered, dict):
         data = dict(rendered)
     else:
         data = {key: getattr(rendered, key, None) for key in (
-            "files", "config_hash", "image_build", "health", "expected_gpu", "published",
-            "services", "auth_checks")}
+            "files", "config_hash", "image_build", "health", "gpu_checks", "published",
+            "services")}
     out_files = {}
     for relpath, item in (data.get("files") or {}).items():
         if isinstance(item, str):
@@ -69,30 +71,25 @@ def as_plain(rendered) -> dict:
     data["directories"] = list(getattr(rendered, "directories", None)
                                or (rendered.get("directories") if isinstance(rendered, dict)
                                    else None) or [])
-    data["health"] = list(data.get("health") or [])
-    data["expected_gpu"] = dict(data.get("expected_gpu") or {})
+    data["health"] = [_typed(HealthCheck, c) for c in data.get("health") or []]
+    data["gpu_checks"] = [_typed(GpuCheck, c) for c in data.get("gpu_checks") or []]
     data["services"] = lc.service_names(data.get("services") or [])
     return data
 
 
-def gpu_checks(rendered: dict) -> list[tuple[str, str, str]]:
-    """(service, device probe, expected card name) for every service with a declared card."""
-    checks = []
-    for service, expected in sorted(rendered["expected_gpu"].items()):
-        if not expected:
-            continue
-        for entry in rendered["health"]:
-            if entry.get("service") == service and lc.probe_for(entry):
-                checks.append((service, lc.probe_for(entry), expected))
-                break
-    return checks
+def _typed(cls, check):
+    """A check of the render, or its JSON form (a JSON test case)."""
+    if isinstance(check, cls):
+        return check
+    fields = dict(check)
+    if "writable" in fields:
+        fields["writable"] = tuple(fields["writable"])
+    return cls(**fields)
 
 
 def write_checks(rendered: dict) -> list[tuple[str, str]]:
-    """(service, folder inside its container) the app must be able to write (health entries'
-    ``writable``)."""
-    return [(entry["service"], folder) for entry in rendered["health"]
-            for folder in entry.get("writable") or []]
+    """(service, folder inside its container) the app must be able to write."""
+    return [(check.service, folder) for check in rendered["health"] for folder in check.writable]
 
 
 def _mode(value, default: str) -> str:
@@ -211,13 +208,20 @@ def fail_command(problems: list[str]) -> StringCommand:
     return StringCommand(f"{lines}; exit 1")
 
 
-def app_gpu_problems(stack: str, project_dir: str, checks) -> list[str]:
+def app_device(project_dir: str, check: GpuCheck) -> dict:
+    """The AppDevice fact: the card the app of `check` reports now."""
+    return host.get_fact(AppDevice, project_dir=project_dir, service=check.service,
+                         probe=check.probe, url=check.url)
+
+
+def app_gpu_problems(stack: str, project_dir: str, checks: list[GpuCheck]) -> list[str]:
     problems = []
-    for service, probe, expected in checks:
-        seen = host.get_fact(AppDevice, project_dir=project_dir, service=service, probe=probe)
-        problem = lc.gpu_mismatch(expected, seen.get("name"))
+    for check in checks:
+        seen = app_device(project_dir, check)
+        problem = lc.gpu_mismatch(check.expected, seen.get("name"))
         if problem:
-            problems.append(f"GPU check FAILED for stack {stack}, service {service}: {problem}"
+            problems.append(f"GPU check FAILED for stack {stack}, service {check.service}: "
+                            f"{problem}"
                             + (f" ({seen['error']})" if seen.get("error") else ""))
     return problems
 
@@ -269,7 +273,7 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
         # the way back needs the kept snapshots: read them only then (a converged run does not)
         history = host.get_fact(StackHistory, project_dir=project_dir)
         decision = lc.decide(config_hash, r["services"], project, history=history, **facts)
-    checks = gpu_checks(r)
+    checks = r["gpu_checks"]
 
     if decision.noop and not cmds:
         problems = app_gpu_problems(stack, project_dir, checks)

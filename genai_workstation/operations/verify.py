@@ -18,12 +18,13 @@ from facts.packages import ForbiddenNvidiaPackages
 from facts.platform import DockerCli, Platform
 from facts.probe import WriteProbe
 from genai_workstation.findings import ERROR, SKIPPED, Finding, Report
+from genai_workstation.hostmodel import HostModel, host_model
 from genai_workstation.operations.once import read_facts_once, read_once
-from genai_workstation.stacks.verify import stack_findings
-from genai_workstation.verify import evaluate_workstation, workspace_paths, writable_paths
+from genai_workstation.stacks.verify import StackSpec, stack_findings
+from genai_workstation.verify import evaluate_workstation
 
 
-def read_workstation_facts(data) -> dict:
+def read_workstation_facts(data: HostModel) -> dict:
     """Every fact the workstation checks need, read now, in one remote command."""
     platform = read_once(Platform)  # kernel, distribution, init: no run changes them
     specs = workstation_fact_specs(data, platform)
@@ -35,18 +36,18 @@ def read_workstation_facts(data) -> dict:
     return facts
 
 
-def workstation_fact_specs(data, platform: dict) -> dict[str, tuple[type, dict]]:
+def workstation_fact_specs(data: HostModel, platform: dict) -> dict[str, tuple[type, dict]]:
     """{name: (fact class, arguments)} of what the workstation checks read."""
     specs = {
         "docker_cli": (DockerCli, {}),
         "daemon_json": (DaemonJson, {}),
         "runtimes": (DockerRuntimes, {}),
-        "paths": (PathStates, {"paths": workspace_paths(data)}),
-        "probe": (WriteProbe, {"paths": writable_paths(data), "uid": data["user"]["uid"],
-                               "gid": data["user"]["gid"]}),
+        "paths": (PathStates, {"paths": data.layout.tree()}),
+        "probe": (WriteProbe, {"paths": data.layout.writable(), "uid": data.user.uid,
+                               "gid": data.user.gid}),
         "health": (HostHealth, {}),
     }
-    if data["gpu"]["mode"] == "nvidia":
+    if data.gpu.mode == "nvidia":
         specs["gpus"] = (NvidiaGpus, {})
     if platform.get("wsl"):
         specs["forbidden"] = (ForbiddenNvidiaPackages, {})
@@ -54,7 +55,7 @@ def workstation_fact_specs(data, platform: dict) -> dict[str, tuple[type, dict]]
 
 
 @operation(is_idempotent=True)
-def verified(stack_specs: list[dict] | None = None, workstation: bool = True):
+def verified(stack_specs: list[StackSpec] | None = None, workstation: bool = True):
     """
     Check the host against the inventory after the run's changes; fail the host on any drift.
 
@@ -71,7 +72,7 @@ def verified(stack_specs: list[dict] | None = None, workstation: bool = True):
 
     name = host.data.get("workstation_name") or host.name
     data = host.data.dict()
-    findings = host_findings(name, data, stack_specs, workstation)
+    findings = host_findings(name, host_model(data), stack_specs, workstation)
     _write_findings(data.get("findings_dir"), name, findings)
 
     failures = [f for f in findings if f.kind != SKIPPED]
@@ -85,14 +86,14 @@ def verified(stack_specs: list[dict] | None = None, workstation: bool = True):
     yield FunctionCommand(_fail, (failures,), {})
 
 
-def host_findings(name: str, data: dict, stack_specs: list[dict] | None = None,
+def host_findings(name: str, data: HostModel, stack_specs: list[StackSpec] | None = None,
                   workstation: bool = True) -> list[Finding]:
     """The checks of `verified`, on facts read now (a check that cannot run gives an error
     finding, not a crash)."""
     checks = [("workstation", lambda: evaluate_workstation(name, data,
                                                           read_workstation_facts(data)))]
     checks = checks if workstation else []
-    checks += [(f"stack {spec['stack']}", lambda spec=spec: stack_findings(name, spec))
+    checks += [(f"stack {spec.stack}", lambda spec=spec: stack_findings(name, spec))
                for spec in stack_specs or []]
     findings = []
     for what, check in checks:

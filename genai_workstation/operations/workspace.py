@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import posixpath
-
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
 from facts.filesystem import PathStates, is_windows_mount
-from genai_workstation.layout import COMFYUI_MODEL_FOLDERS, DATA_FOLDERS
+from genai_workstation.layout import Layout, default_models_dir
 
 from .once import cached_fact, noop, passed_at_prepare
 
@@ -27,13 +25,8 @@ _REFUSED_WHY = {
 
 
 def workspace_paths(root: str, models_dir: str | None = None) -> list[str]:
-    """Every folder of the tree, parents before children."""
-    root = posixpath.normpath(root)
-    models = posixpath.normpath(models_dir or posixpath.join(root, "models"))
-    paths = [root, models]
-    paths += [posixpath.join(models, name) for name in COMFYUI_MODEL_FOLDERS]
-    paths += [posixpath.join(root, name) for name in DATA_FOLDERS]
-    return list(dict.fromkeys(paths))
+    """Every folder of the tree, parents before children (genai_workstation.layout.Layout)."""
+    return Layout(root, models_dir or default_models_dir(root)).tree()
 
 
 def refusal(path: str, state: dict) -> str | None:

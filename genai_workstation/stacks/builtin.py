@@ -8,11 +8,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from ..hostmodel import App, Stack
 from .context import _Data, _Renderer
 from .errors import StackError
 from .exposure import _Exposure
 from .gpu_order import cuda_index
-from .rendered import HASH_PLACEHOLDER, LABEL, ImageBuild, RenderedFile, RenderedStack
+from .rendered import (
+    HASH_PLACEHOLDER,
+    LABEL,
+    GpuCheck,
+    HealthCheck,
+    ImageBuild,
+    RenderedFile,
+    RenderedStack,
+)
 
 # Image settings with no default: unset keeps the base image's own behaviour.
 OPTIONAL_IMAGE_SETTINGS = ("apt_mirror",)
@@ -27,19 +36,34 @@ FORBIDDEN_FLAGS = {
 
 @dataclass
 class _App:
-    key: str  # "comfyui" or "forge/<instance>"
-    service: str
-    field: str  # inventory field path below the host
-    spec: dict
-    internal_port: int
-    health_path: str
-    gpu_check_path: str
+    """An app of the host model while it renders: the card it runs on, its command, ports."""
+
+    model: App
     gpu: dict | None = None
     cuda_index: int | None = None
     command: list[str] = field(default_factory=list)
     ports: list[str] = field(default_factory=list)  # compose `ports:` entries
     published: list[tuple[str, str, int]] = field(default_factory=list)
-    writable: list[str] = field(default_factory=list)  # folders the app must write (checked)
+
+    @property
+    def key(self) -> str:
+        return self.model.key
+
+    @property
+    def service(self) -> str:
+        return self.model.service
+
+    @property
+    def field(self) -> str:
+        return self.model.field
+
+    @property
+    def spec(self) -> Mapping:
+        return self.model.settings
+
+    @property
+    def internal_port(self) -> int:
+        return self.model.kind.internal_port
 
 
 class _BuiltinStack(_Exposure):
@@ -47,10 +71,11 @@ class _BuiltinStack(_Exposure):
     defaults: dict = {}
     default_secret = ""
 
-    def __init__(self, data: _Data, spec: dict, renderer: _Renderer,
+    def __init__(self, data: _Data, stack: Stack, renderer: _Renderer,
                  resolved_gpus: Mapping[str, dict | None], all_gpus: list[dict] | None):
         self.data = data
-        self.spec = spec
+        self.stack = stack
+        self.spec = stack.settings
         self.renderer = renderer
         self.resolved_gpus = resolved_gpus or {}
         self.all_gpus = all_gpus
@@ -60,9 +85,15 @@ class _BuiltinStack(_Exposure):
 
     # -- pieces shared by ComfyUI and Forge
 
+    def apps(self) -> list[_App]:
+        """The stack's apps from the host model, each on its resolved card (or the CPU)."""
+        apps = [_App(app) for app in self.stack.apps]
+        for app in apps:
+            self.resolve_gpu(app)
+        return apps
+
     def resolve_gpu(self, app: _App) -> None:
-        ref = app.spec.get("gpu")
-        if self.data.cpu_only or ref == "none":
+        if self.data.cpu_only or app.model.gpu == "none":
             return
         keys = [k for k in (app.key, app.key.split("/")[-1], app.service)
                 if k in self.resolved_gpus]
@@ -146,16 +177,25 @@ class _BuiltinStack(_Exposure):
                 raise StackError(f"{field}: holds a secret value", fix)
 
 
-    def health_entries(self, apps: list[_App]) -> list[dict]:
-        return [{"service": app.service,
-                 "url": f"http://127.0.0.1:{app.internal_port}{app.health_path}",
-                 "gpu_url": f"http://127.0.0.1:{app.internal_port}{app.gpu_check_path}",
-                 "writable": list(app.writable)}
-                for app in apps]
+    @staticmethod
+    def health_checks(apps: list[_App]) -> list[HealthCheck]:
+        return [HealthCheck(app.service, _local_url(app.internal_port, app.model.kind.health_path),
+                            app.model.kind.writable) for app in apps]
+
+    @staticmethod
+    def gpu_checks(apps: list[_App]) -> list[GpuCheck]:
+        """The card each app on a GPU must report, and how to ask it (its kind's probe)."""
+        checks = []
+        for app in apps:
+            kind = app.model.kind
+            if app.gpu and app.gpu.get("name"):
+                url = kind.device_path and _local_url(app.internal_port, kind.device_path)
+                checks.append(GpuCheck(app.service, app.gpu["name"], kind.device_probe, url))
+        return sorted(checks, key=lambda check: check.service)
 
     def app_context(self, app: _App, image: str, pull_never: bool, env: dict,
                     mounts: list[dict], start_period: int, gpu_flag: str) -> dict:
-        settings = app.spec.get("service") or {}
+        settings = app.model.service_settings
         return {
             "service": app.service, "stack": self.kind, "image": image, "pull_never": pull_never,
             "user": self.data.uid_gid, "command": app.command,
@@ -166,15 +206,14 @@ class _BuiltinStack(_Exposure):
             "health_timing": settings.get("healthcheck") or {},
             "mounts": mounts, "ports": app.ports, "gpu": app.gpu, "cuda_index": app.cuda_index,
             "gpu_flag": gpu_flag, "start_period": start_period,
-            "healthcheck": _python_healthcheck(app.internal_port, app.health_path),
-            "hash_placeholder": HASH_PLACEHOLDER, "instance": app.key.split("/")[-1],
+            "healthcheck": _python_healthcheck(app.internal_port, app.model.kind.health_path),
+            "hash_placeholder": HASH_PLACEHOLDER, "instance": app.model.instance,
         }
 
     def own_environment(self, app: _App, env: dict) -> dict:
         """The user's non-secret variables; the ones genai-workstation sets are refused."""
         own = {key: str(value).lower() if isinstance(value, bool) else str(value)
-               for key, value in ((app.spec.get("service") or {}).get("environment") or {})
-               .items()}
+               for key, value in (app.model.service_settings.get("environment") or {}).items()}
         for key in own:
             if key in env:
                 raise StackError(f"{app.field}.service.environment.{key}: set by "
@@ -185,8 +224,8 @@ class _BuiltinStack(_Exposure):
         return own
 
     def finish(self, apps: list[_App], compose: str, build: ImageBuild | None,
-               sites: list[dict], extra_services: list[str], directories: list[str],
-               health_timeout: int) -> RenderedStack:
+               sites: list[dict], extra_services: list[str],
+               directories: list[str]) -> RenderedStack:
         self.files["compose.yaml"] = RenderedFile(compose)
         self.files[".env"] = RenderedFile(
             "# Rendered by genai-workstation: compose project settings only, never a secret.\n"
@@ -196,16 +235,13 @@ class _BuiltinStack(_Exposure):
                 self.files[f"{build.context}/{path}"] = rendered
         services = [a.service for a in apps] + extra_services + (["proxy"] if sites else [])
         return RenderedStack(
-            name=self.kind, project=f"genai-{self.kind}",
-            directory=f"{self.data.workspace}/stacks/{self.kind}", files=self.files,
+            name=self.kind, project=self.stack.project,
+            directory=self.data.layout.stack_dir(self.kind), files=self.files,
             config_hash="", services=services,
             published=[p for a in apps for p in a.published],
-            health=self.health_entries(apps), auth_checks=self.auth_checks(sites),
-            expected_gpu={a.service: (a.gpu or {}).get("name") for a in apps},
-            gpus={a.service: None if a.gpu is None else {**a.gpu, "cuda_index": a.cuda_index}
-                  for a in apps},
-            image_build=build, directories=directories, health_timeout=health_timeout,
-            warnings=self.warnings,
+            health=self.health_checks(apps), gpu_checks=self.gpu_checks(apps),
+            auth_checks=self.auth_checks(sites), image_build=build, directories=directories,
+            health_timeout=self.stack.health_timeout, warnings=self.warnings,
         )
 
 
@@ -233,10 +269,15 @@ def _app_env() -> dict[str, str]:
     }
 
 
+def _local_url(port: int, path: str) -> str:
+    """The app's address inside its own container."""
+    return f"http://127.0.0.1:{port}{path}"
+
+
 def _python_healthcheck(port: int, path: str) -> list[str]:
     """A healthcheck run with the image's Python (no curl in the image)."""
     code = ("import sys, urllib.request; "
-            f"r = urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=8); "
+            f"r = urllib.request.urlopen('{_local_url(port, path)}', timeout=8); "
             "sys.exit(0 if r.status == 200 else 1)")
     return ["CMD", "python", "-c", code]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..findings import CRITICAL, Finding, mode4
 from .custom import _published_port
 from .exposure import _client_ip
+from .rendered import AuthCheck
 
 SECRET_MODE = "0600"
 REFUSED = (401,)  # or a redirect (to a login page)
@@ -95,7 +96,7 @@ def secret_file_findings(host: str, project_dir: str, secret_files: list[str], s
     return found
 
 
-def auth_targets(auth_checks: list[dict], project: dict) -> list[tuple[dict, str]]:
+def auth_targets(auth_checks: list[AuthCheck], project: dict) -> list[tuple[AuthCheck, str]]:
     """(check, URL to ask) for each exposed app whose proxy runs: the address the proxy really
     publishes for that app (its port towards it), else the rendered one."""
     proxy = next((s for s in project.get("services") or []
@@ -104,14 +105,14 @@ def auth_targets(auth_checks: list[dict], project: dict) -> list[tuple[dict, str
         return []  # no proxy running: reported as a service that is down
     targets = []
     for check in auth_checks:
-        live = [p for p in proxy.get("published") or [] if p["target"] == check["proxy_port"]]
+        live = [p for p in proxy.get("published") or [] if p["target"] == check.proxy_port]
         url = (f"http://{_client_ip(live[0]['address'])}:{live[0]['port']}/" if live
-               else check["url"])
+               else check.url)
         targets.append((check, url))
     return targets
 
 
-def auth_findings(host: str, stack: str, project_dir: str, targets: list[tuple[dict, str]],
+def auth_findings(host: str, stack: str, project_dir: str, targets: list[tuple[AuthCheck, str]],
                   answers: dict, fix: str) -> list[Finding]:
     """A request without credentials must get 401 (or a redirect to a login page); an app
     that answers it is open to anyone who reaches the address: a critical finding."""
@@ -121,12 +122,12 @@ def auth_findings(host: str, stack: str, project_dir: str, targets: list[tuple[d
         status = answer.get("status")
         if status in REFUSED or (status and 300 <= status < 400 and answer.get("location")):
             continue
-        item = f"stack {stack}: proxy refuses {check['protects']} without credentials"
+        item = f"stack {stack}: proxy refuses {check.service} without credentials"
         expected = f"HTTP 401 (or a redirect to a login) at {url}"
         if status is not None and 200 <= status < 300:
             found.append(Finding(
                 host, item, expected,
-                f"HTTP {status} without credentials: {check['protects']} is open to anyone "
+                f"HTTP {status} without credentials: {check.service} is open to anyone "
                 f"who reaches {url}",
                 f"stop it now: cd {project_dir} && docker compose stop proxy; then {fix} "
                 "(renders proxy/Caddyfile and the auth snippet again); keep `auth:` on the app "

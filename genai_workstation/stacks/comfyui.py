@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
+from ..hostmodel import COMFYUI
 from ..layout import COMFYUI_MODEL_FOLDERS, LEGACY_MODEL_FOLDERS
-from .builtin import FORBIDDEN_FLAGS, _App, _app_env, _bind, _BuiltinStack
+from .builtin import FORBIDDEN_FLAGS, _app_env, _bind, _BuiltinStack
 from .errors import StackError
 from .rendered import HASH_PLACEHOLDER, RenderedFile, RenderedStack
 
@@ -17,14 +18,13 @@ COMFYUI_DEFAULTS = {
     "repo_url": "https://github.com/Comfy-Org/ComfyUI.git",
     "ref": "v0.38.0",
 }
-COMFYUI_PORT = 8188
+COMFYUI_PORT = COMFYUI.internal_port
 _FORBIDDEN_COMFYUI_EXTRA = ("--port", "--cuda-device", "--cpu")
 
 
 class _ComfyUI(_BuiltinStack):
     kind = "comfyui"
     defaults = COMFYUI_DEFAULTS
-    default_secret = "COMFYUI_AUTH"
 
     def build_context(self, settings: dict) -> dict[str, RenderedFile]:
         context = super().build_context(settings)
@@ -61,21 +61,20 @@ class _ComfyUI(_BuiltinStack):
 
     def render(self) -> RenderedStack:
         spec = self.spec
-        app = _App("comfyui", "comfyui", "stacks.comfyui", spec, COMFYUI_PORT,
-                   "/system_stats", "/system_stats", writable=["/data/output"])
-        self.resolve_gpu(app)
+        apps = self.apps()
+        app = apps[0]
         extra = self.check_extra_args(app, FORBIDDEN_FLAGS["comfyui"] + _FORBIDDEN_COMFYUI_EXTRA)
-        app.command = ["--listen", "0.0.0.0", "--port", str(COMFYUI_PORT),
+        app.command = ["--listen", "0.0.0.0", "--port", str(app.internal_port),
                        "--disable-auto-launch",
                        "--input-directory", "/data/input", "--output-directory", "/data/output",
                        "--user-directory", "/data/user", "--temp-directory", "/tmp"]
         app.command += ["--cpu"] if app.gpu is None else ["--cuda-device", str(app.cuda_index)]
         app.command += extra
         image, built, build = self.image()
-        proxy, sites = self.exposure([app], image, built)
-        ws = self.data.workspace
-        mounts = [_bind(self.data.models_dir, "/data/models")] + [
-            _bind(f"{ws}/{folder}", f"/data/{folder}")
+        proxy, sites = self.exposure(apps, image, built)
+        layout = self.data.layout
+        mounts = [_bind(layout.models_dir, "/data/models")] + [
+            _bind(layout.data(folder), f"/data/{folder}")
             for folder in ("input", "output", "user", "custom_nodes", "cache")]
         env = _app_env()
         idle = None
@@ -83,17 +82,16 @@ class _ComfyUI(_BuiltinStack):
         extra_services = []
         if minutes > 0:
             idle = {"image": image, "pull_never": built, "user": self.data.uid_gid,
-                    "minutes": str(minutes), "url": f"http://comfyui:{COMFYUI_PORT}",
+                    "minutes": str(minutes), "url": f"http://comfyui:{app.internal_port}",
                     "upstream": "comfyui"}
             self.files["sidecar/idle_unload.py"] = RenderedFile(
                 self.renderer.read("comfyui/idle_unload.py"))
             extra_services.append("idle-unload")
-        timeout = int(spec.get("health_timeout", 300))
-        context = self.app_context(app, image, built, env, mounts, timeout, "--cuda-device")
+        context = self.app_context(app, image, built, env, mounts, self.stack.health_timeout,
+                                   "--cuda-device")
         compose = self.renderer.render("comfyui/compose.yaml.j2", stack={
-            "name": self.kind, "project": "genai-comfyui", "apps": [context],
+            "name": self.kind, "project": self.stack.project, "apps": [context],
             "idle_unload": idle, "proxy": proxy, "secrets": self.secrets,
             "network": self.spec.get("network"), "hash_placeholder": HASH_PLACEHOLDER})
         directories = [m["source"] for m in mounts]
-        return self.finish([app], compose, build, sites, extra_services, directories, timeout)
-
+        return self.finish(apps, compose, build, sites, extra_services, directories)

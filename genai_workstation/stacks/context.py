@@ -9,14 +9,21 @@ from pathlib import Path
 import jinja2
 
 from ..checks import windows_path_reason
+from ..hostmodel import host_model
 from .errors import StackError
 
 
 class _Data:
-    """Read access to a dict or pyinfra host.data; secrets unmasked only on request."""
+    """The host's model, and read access to its settings (a dict or pyinfra host.data) for
+    what the model leaves out: secret values (unmasked only on request), the inventory folder."""
 
     def __init__(self, source):
         self.source = source
+        self.model = host_model(source)
+        self.layout = self.model.layout
+        for key, path in (("workspace", self.layout.workspace),
+                          ("models_dir", self.layout.models_dir)):
+            _check_path(key, path)
 
     def get(self, key: str, default=None):
         getter = getattr(self.source, "get", None)
@@ -25,25 +32,23 @@ class _Data:
 
     @property
     def workspace(self) -> str:
-        return self._path("workspace", self.get("workspace", "/srv/genai"))
+        return self.layout.workspace
 
     @property
     def models_dir(self) -> str:
-        return self._path("models_dir",
-                          self.get("models_dir") or self.workspace.rstrip("/") + "/models")
+        return self.layout.models_dir
 
     @property
     def uid_gid(self) -> str:
-        user = self.get("user") or {}
-        return f"{int(user.get('uid', 1000))}:{int(user.get('gid', 1000))}"
+        return self.model.user.owner
 
     @property
     def workstation(self) -> str:
-        return str(self.get("workstation_name", "workstation"))
+        return self.model.name or "workstation"
 
     @property
     def cpu_only(self) -> bool:
-        return (self.get("gpu") or {}).get("mode") == "none"
+        return self.model.gpu.cpu_only
 
     def secret(self, name: str, field_path: str) -> str:
         secrets = self.get("secrets") or {}
@@ -61,14 +66,15 @@ class _Data:
                 values.append(raw)
         return values
 
-    def _path(self, key: str, path: str) -> str:
-        reason = windows_path_reason(path)
-        if reason:
-            raise StackError(f"{key}: {reason}; containers never mount a Windows drive",
-                             "use a path on the Linux filesystem (ext4), e.g. /srv/genai")
-        if not path.startswith("/"):
-            raise StackError(f"{key}: {path!r} is not an absolute path", "e.g. /srv/genai")
-        return path.rstrip("/") or "/"
+
+
+def _check_path(key: str, path: str) -> None:
+    reason = windows_path_reason(path)
+    if reason:
+        raise StackError(f"{key}: {reason}; containers never mount a Windows drive",
+                         "use a path on the Linux filesystem (ext4), e.g. /srv/genai")
+    if not path.startswith("/"):
+        raise StackError(f"{key}: {path!r} is not an absolute path", "e.g. /srv/genai")
 
 
 def _compose_quote(value) -> str:

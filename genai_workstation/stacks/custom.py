@@ -8,6 +8,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from ..hostmodel import Stack
 from .context import _Data, _Renderer
 from .errors import StackError
 from .rendered import HASH_PLACEHOLDER, LABEL, RenderedFile, RenderedStack
@@ -18,20 +19,21 @@ class _Custom:
 
     SKIP = {".history", ".git", "__pycache__"}
 
-    def __init__(self, data: _Data, name: str, spec: dict, renderer: _Renderer):
-        self.data, self.name, self.spec, self.renderer = data, name, spec, renderer
+    def __init__(self, data: _Data, stack: Stack, renderer: _Renderer):
+        self.data, self.stack, self.renderer = data, stack, renderer
+        self.name, self.spec = stack.name, stack.settings
 
     def render(self) -> RenderedStack:
         base = Path(str(self.data.get("inventory_dir", "."))).expanduser()
         folder = (base / self.spec["template_dir"]).expanduser()
-        field_path = f"stacks.custom.{self.name}"
+        field_path = self.stack.field
         if not folder.is_dir():
             raise StackError(f"{field_path}.template_dir: {folder} is not a folder",
                              "relative paths start at the inventory file's folder")
-        secret_names = list(self.spec.get("secrets") or [])
+        secret_names = list(self.stack.secret_names)
         context = {
             "vars": self.spec.get("vars") or {}, "stack": self.name,
-            "project": f"genai-{self.name}", "workspace": self.data.workspace,
+            "project": self.stack.project, "workspace": self.data.workspace,
             "models_dir": self.data.models_dir, "uid": self.data.uid_gid.split(":")[0],
             "gid": self.data.uid_gid.split(":")[1], "user": self.data.uid_gid,
             "secrets_env_file": "./secrets.env",
@@ -82,11 +84,10 @@ class _Custom:
             for name, value in values.items():
                 files[f"secrets/{name}"] = RenderedFile(value, 0o600, True)
         return RenderedStack(
-            name=self.name, project=f"genai-{self.name}",
-            directory=f"{self.data.workspace}/stacks/{self.name}", files=files, config_hash="",
-            services=services, published=published, health=[], expected_gpu={},
-            gpus={}, image_build=None, directories=[],
-            health_timeout=int(self.spec.get("health_timeout", 300)), warnings=warnings)
+            name=self.name, project=self.stack.project,
+            directory=self.data.layout.stack_dir(self.name), files=files, config_hash="",
+            services=services, published=published, image_build=None, directories=[],
+            health_timeout=self.stack.health_timeout, warnings=warnings)
 
     def compose(self, rendered: RenderedFile, field_path: str):
         try:
@@ -97,7 +98,7 @@ class _Custom:
         if not isinstance(document, dict) or not isinstance(document.get("services"), dict):
             raise StackError(f"{field_path}: compose.yaml has no `services:` mapping",
                              "a compose file lists its services under `services:`")
-        document.setdefault("name", f"genai-{self.name}")
+        document.setdefault("name", self.stack.project)
         warnings, published = [], []
         for service, body in document["services"].items():
             body = body if isinstance(body, dict) else {}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .errors import StackError
 from .proxy import GATE_PORT, auth_snippet, gate_config
-from .rendered import HASH_PLACEHOLDER, RenderedFile
+from .rendered import HASH_PLACEHOLDER, AuthCheck, RenderedFile
 
 if TYPE_CHECKING:
     from .builtin import _App
@@ -23,18 +24,18 @@ class _Exposure:
         """The proxy (or None) and the per-app published ports."""
         sites, secret_names, gates = [], [], []
         for app in apps:
-            expose, auth = app.spec.get("expose"), app.spec.get("auth")
-            if not expose and not auth:
-                app.ports = [f"127.0.0.1:{app.spec['port']}:{app.internal_port}"]
-                app.published = [(app.service, "127.0.0.1", int(app.spec["port"]))]
+            expose, auth = app.model.expose, app.model.auth
+            if expose is None:
+                app.ports = [f"127.0.0.1:{app.model.port}:{app.internal_port}"]
+                app.published = [(app.service, "127.0.0.1", app.model.port)]
                 continue
             # auth without expose is never dropped: a reverse proxy on this machine may forward
-            # the world to loopback, so the authenticating proxy fronts the app there too.
-            expose = expose or {"address": "127.0.0.1"}
+            # the world to loopback, so the authenticating proxy fronts the app there too (the
+            # model exposes it on 127.0.0.1).
             if not auth:
                 raise StackError(f"{app.field}.expose: publishes the app without authentication",
                                  "add auth (basic or bearer) or remove expose")
-            secret_name = auth.get("secret") or self.default_secret
+            secret_name = auth.get("secret") or app.model.kind.default_secret
             value = self.data.secret(secret_name, f"{app.field}.auth")
             compose_secret = f"proxy_auth_{app.service.replace('-', '_')}"
             gate = None
@@ -49,16 +50,16 @@ class _Exposure:
                 secret_names.append(compose_secret)
             self.files[f"secrets/{compose_secret}"] = RenderedFile(snippet, 0o600, True)
             self.secrets[compose_secret] = f"./secrets/{compose_secret}"
-            port = int(expose.get("port") or app.spec["port"])
+            port = expose.port
             internal = PROXY_FIRST_PORT + len(sites)
             sites.append({
-                "service": app.service, "address": expose["address"], "port": port,
+                "service": app.service, "address": expose.address, "port": port,
                 "internal_port": internal, "auth_type": auth["type"],
                 "auth_file": f"/run/secrets/{compose_secret}",
                 "gate": gate and f"{gate['service']}:{GATE_PORT}",
                 "upstream": f"{app.service}:{app.internal_port}",
             })
-            app.published = [("proxy", expose["address"], port)]
+            app.published = [("proxy", expose.address, port)]
         if not sites:
             return None, []
         self.files["proxy/Caddyfile"] = RenderedFile(
@@ -77,7 +78,7 @@ class _Exposure:
                 "proxy/auth_gate.py"))
         return proxy, sites
 
-    def login_gate(self, app: _App, auth: dict, password: str, compose_secret: str,
+    def login_gate(self, app: _App, auth: Mapping, password: str, compose_secret: str,
                    image: str, built: bool) -> dict:
         """The login gate service of one app (runs the app image's Python)."""
         field = f"{app.field}.auth"
@@ -92,10 +93,9 @@ class _Exposure:
         }
 
     @staticmethod
-    def auth_checks(sites: list[dict]) -> list[dict]:
-        return [{"protects": site["service"], "proxy_port": site["internal_port"],
-                 "url": f"http://{_client_ip(site['address'])}:{site['port']}/"}
-                for site in sites]
+    def auth_checks(sites: list[dict]) -> list[AuthCheck]:
+        return [AuthCheck(site["service"], f"http://{_client_ip(site['address'])}:{site['port']}/",
+                          site["internal_port"]) for site in sites]
 
 
 def _host_ip(address: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..hostmodel import FORGE
 from .builtin import FORBIDDEN_FLAGS, _App, _app_env, _bind, _BuiltinStack
 from .errors import StackError
 from .forge_flags import FORGE_FLAGS, FORGE_FLAGS_REF, FORGE_REFUSED_FLAGS
@@ -14,7 +15,7 @@ FORGE_DEFAULTS = {
     "repo_url": "https://github.com/lllyasviel/stable-diffusion-webui-forge.git",
     "ref": "1b44ae22e3996b8af048f268bd076702b296b469",
 }
-FORGE_PORT = 7860
+FORGE_PORT = FORGE.internal_port
 
 # Forge reads the shared models/ tree through its directory flags (ComfyUI folder names).
 FORGE_MODEL_FLAGS = (
@@ -32,7 +33,6 @@ FORGE_MODEL_FLAGS = (
 class _Forge(_BuiltinStack):
     kind = "forge"
     defaults = FORGE_DEFAULTS
-    default_secret = "FORGE_AUTH"
 
     def build_args(self, settings: dict) -> dict[str, str]:
         return {
@@ -59,21 +59,15 @@ class _Forge(_BuiltinStack):
                     "check the spelling against `python launch.py --help` of that commit")
 
     def render(self) -> RenderedStack:
-        instances = self.spec.get("instances") or []
-        if not instances:
+        apps = self.apps()
+        if not apps:
             raise StackError("stacks.forge.instances: no instance", "add at least one instance")
-        apps = []
-        for index, instance in enumerate(instances):
-            app = _App(f"forge/{instance['name']}", f"forge-{instance['name']}",
-                       f"stacks.forge.instances.{index}", instance, FORGE_PORT,
-                       "/internal/ping", "/sdapi/v1/memory",
-                       writable=["/data/forge/outputs"])
-            self.resolve_gpu(app)
+        for app in apps:
             extra = self.check_extra_args(app, FORBIDDEN_FLAGS["forge"])
             self.check_forge_flags(app, extra)
             app.command = ["--skip-prepare-environment", "--skip-install",
                            "--skip-version-check", "--no-download-sd-model",
-                           "--listen", "--port", str(FORGE_PORT), "--api",
+                           "--listen", "--port", str(app.internal_port), "--api",
                            "--data-dir", "/data/forge"]
             app.command += [a for flag, folder in FORGE_MODEL_FLAGS
                             for a in (flag, f"/data/models/{folder}")]
@@ -82,26 +76,23 @@ class _Forge(_BuiltinStack):
             else:
                 app.command += ["--gpu-device-id", str(app.cuda_index)]
             app.command += extra
-            apps.append(app)
         image, built, build = self.image()
         proxy, sites = self.exposure(apps, image, built)
-        timeout = int(self.spec.get("health_timeout", 600))
-        ws = self.data.workspace
+        layout = self.data.layout
         contexts, directories = [], []
         for app in apps:
-            instance = app.key.split("/", 1)[1]
+            instance = app.model.instance
             mounts = [
-                _bind(self.data.models_dir, "/data/models"),
-                _bind(f"{ws}/forge/{instance}", "/data/forge"),
-                _bind(f"{ws}/output/forge-{instance}", "/data/forge/outputs"),
-                _bind(f"{ws}/cache", "/data/cache"),
+                _bind(layout.models_dir, "/data/models"),
+                _bind(layout.data(f"forge/{instance}"), "/data/forge"),
+                _bind(layout.data(f"output/forge-{instance}"), "/data/forge/outputs"),
+                _bind(layout.data("cache"), "/data/cache"),
             ]
             directories += [m["source"] for m in mounts if m["source"] not in directories]
-            contexts.append(self.app_context(app, image, built, _app_env(), mounts, timeout,
-                                             "--gpu-device-id"))
+            contexts.append(self.app_context(app, image, built, _app_env(), mounts,
+                                             self.stack.health_timeout, "--gpu-device-id"))
         compose = self.renderer.render("forge/compose.yaml.j2", stack={
-            "name": self.kind, "project": "genai-forge", "apps": contexts, "proxy": proxy,
+            "name": self.kind, "project": self.stack.project, "apps": contexts, "proxy": proxy,
             "secrets": self.secrets, "network": self.spec.get("network"),
             "hash_placeholder": HASH_PLACEHOLDER})
-        return self.finish(apps, compose, build, sites, [], directories, timeout)
-
+        return self.finish(apps, compose, build, sites, [], directories)

@@ -270,7 +270,7 @@ def gpu_mismatch(expected: str | None, seen: str | None) -> str | None:
 
 # The shell pieces live in .scripts; they are reachable here too (lc.up_script, ...).
 _SCRIPTS = {"BUILD_LOG_LINES", "build_argv", "build_script", "compose_up", "device_probe_command",
-            "gpu_check_script", "probe_for", "restore_commands", "rollback_script",
+            "gpu_check_script", "restore_commands", "rollback_script",
             "snapshot_script", "up_script", "write_check_script"}
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..hostmodel import BUILTIN_STACKS
 from .builtin import FORBIDDEN_FLAGS, OPTIONAL_IMAGE_SETTINGS, set_arg_defaults  # noqa: F401
 from .comfyui import COMFYUI_DEFAULTS, COMFYUI_PORT, _ComfyUI  # noqa: F401
 from .context import _Data, _Renderer
@@ -37,8 +38,6 @@ from .rendered import HASH_PLACEHOLDER, LABEL, ImageBuild, RenderedFile, Rendere
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FILES_DIR = REPO_ROOT / "files"
-
-BUILTIN_STACKS = ("comfyui", "forge")
 
 
 def render_stack(stack_name: str, host_data, resolved_gpus: Mapping[str, dict | None],
@@ -55,23 +54,19 @@ def render_stack(stack_name: str, host_data, resolved_gpus: Mapping[str, dict | 
     """
     data = _Data(host_data)
     renderer = _Renderer(Path(files_dir) if files_dir else FILES_DIR)
-    stacks = data.get("stacks") or {}
-    custom = stacks.get("custom") or {}
-    name = stack_name.removeprefix("custom/")
-    if stack_name in BUILTIN_STACKS:
-        spec = stacks.get(stack_name)
-        if not spec or not spec.get("enabled", True):
-            raise StackError(f"stacks.{stack_name} is not configured (or not enabled) here",
-                             f"add stacks.{stack_name} to the host in the inventory")
-        builder = _ComfyUI if stack_name == "comfyui" else _Forge
-        stack = builder(data, spec, renderer, resolved_gpus, all_gpus).render()
-    elif name in custom and name not in BUILTIN_STACKS:
-        spec = custom[name]
-        if not spec.get("enabled", True):
-            raise StackError(f"stacks.custom.{name} is not enabled", "set enabled: true")
-        stack = _Custom(data, name, spec, renderer).render()
-    else:
-        known = list(s for s in BUILTIN_STACKS if stacks.get(s)) + [f"custom/{c}" for c in custom]
+    stack = data.model.stack(stack_name)
+    if stack_name in BUILTIN_STACKS and not (stack and stack.enabled):
+        raise StackError(f"stacks.{stack_name} is not configured (or not enabled) here",
+                         f"add stacks.{stack_name} to the host in the inventory")
+    if stack is None:
+        known = [s.name if s.builtin else f"custom/{s.name}" for s in data.model.stacks]
         raise StackError(f"no stack named {stack_name!r} on this host",
                          f"known stacks: {', '.join(known) or 'none'}")
-    return _finish(stack, data)
+    if not stack.enabled:
+        raise StackError(f"{stack.field} is not enabled", "set enabled: true")
+    if stack.builtin:
+        builder = _ComfyUI if stack.kind == "comfyui" else _Forge
+        rendered = builder(data, stack, renderer, resolved_gpus, all_gpus).render()
+    else:
+        rendered = _Custom(data, stack, renderer).render()
+    return _finish(rendered, data)

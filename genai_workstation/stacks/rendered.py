@@ -47,6 +47,36 @@ class ImageBuild:
         return argv + [posixpath.join(stack_dir, self.context)]
 
 
+@dataclass(frozen=True)
+class HealthCheck:
+    """An app's health address inside its container (its compose healthcheck asks the same)."""
+
+    service: str
+    url: str  # http://127.0.0.1:<the app's internal port><its health path>
+    writable: tuple[str, ...] = ()  # folders inside the container the app must write
+
+
+@dataclass(frozen=True)
+class GpuCheck:
+    """The card the inventory declares for an app, and how to ask the app which one it uses:
+    `probe` "comfyui" GETs `url` inside the container (/system_stats lists the devices);
+    "forge" reads its `Device: ...` start-up log line."""
+
+    service: str
+    expected: str  # the declared card's nvidia-smi name
+    probe: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthCheck:
+    """An exposed app: a request without credentials to `url` must be refused by the proxy."""
+
+    service: str  # the app the proxy protects
+    url: str  # the published address, as a client on the workstation reaches it
+    proxy_port: int  # the proxy's own port for this app (finds the port really published)
+
+
 @dataclass
 class RenderedStack:
     name: str
@@ -56,16 +86,13 @@ class RenderedStack:
     config_hash: str
     services: list[str]
     published: list[tuple[str, str, int]]  # (service, host address, host port)
-    health: list[dict]  # [{"service", "url", "gpu_url"}]: in-container addresses (GPU probe)
-    expected_gpu: dict[str, str | None]
-    gpus: dict[str, dict | None] = field(default_factory=dict)
+    health: list[HealthCheck] = field(default_factory=list)
+    gpu_checks: list[GpuCheck] = field(default_factory=list)
+    auth_checks: list[AuthCheck] = field(default_factory=list)
     image_build: ImageBuild | None = None
     directories: list[str] = field(default_factory=list)  # host folders to create (user-owned)
     health_timeout: int = 300
-    warnings: list[str] = field(default_factory=list)
-    # exposed apps: a request without credentials to `url` must be refused by the proxy
-    # [{"protects": app service, "url": published URL, "proxy_port": the proxy's own port}]
-    auth_checks: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown by the stack step
 
     def secret_paths(self) -> list[str]:
         return sorted(path for path, f in self.files.items() if f.secret)

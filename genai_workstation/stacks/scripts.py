@@ -16,6 +16,7 @@ from .lifecycle import (
     VERIFIED_FILE,
     q,
 )
+from .rendered import GpuCheck
 
 
 def snapshot_script(project_dir: str, name: str, prune: list[str]) -> str:
@@ -52,16 +53,16 @@ def compose_up(timeout: int) -> str:
     return (f"docker compose up -d --remove-orphans --wait --wait-timeout {int(timeout)}")
 
 
-def device_probe_command(service: str, probe: str) -> str:
+def device_probe_command(service: str, probe: str, url: str | None = None) -> str:
     """Print ``@@genai:device <name>`` for the GPU the app in ``service`` reports.
 
-    ``comfyui:<url>``: GET the app's /system_stats from inside its container (python3 is in
+    ``comfyui``: GET ``url`` (the app's /system_stats) from inside its container (python3 is in
     every app image), take ``devices[0].name``. ``forge``: Forge logs ``Device: cuda:0 <name>``
-    at start; its API has no device name (/sdapi/v1/memory has sizes only).
+    at start; its API has no device name (/sdapi/v1/memory has sizes only). The render names
+    the probe of each app (``stacks.rendered.GpuCheck``).
     """
     svc = q(service)
-    if probe.startswith("comfyui:"):
-        url = probe[len("comfyui:"):]
+    if probe == "comfyui" and url:
         code = ("import json,urllib.request as u;"
                 f"d=json.load(u.urlopen({url!r},timeout=20))['devices'];"
                 "print('@@genai:device '+(d[0]['name'] if d else ''))")
@@ -71,21 +72,6 @@ def device_probe_command(service: str, probe: str) -> str:
         return (f"docker compose logs --no-color --no-log-prefix {svc} 2>&1 "
                 "| sed -n 's/^.*Device: \\(.*\\)$/@@genai:device \\1/p' | tail -n 1")
     raise ValueError(f"unknown device probe {probe!r}")
-
-
-def probe_for(health: dict) -> str | None:
-    """The device probe that fits a health entry of the rendered stack, or None.
-
-    The entry's ``gpu_url`` (else ``url``) is the in-container address: ComfyUI's
-    ``/system_stats`` names the device; Forge's ``/sdapi/v1/memory`` has sizes only, so Forge
-    is read from its ``Device: ...`` start-up log line.
-    """
-    url = health.get("gpu_url") or health.get("url") or ""
-    if url.rstrip("/").endswith("/system_stats"):
-        return f"comfyui:{url}"
-    if "/internal/ping" in url or "/sdapi/" in url:
-        return "forge"
-    return None
 
 
 def build_argv(build: dict, project_dir: str) -> list[str]:
@@ -98,12 +84,14 @@ def build_argv(build: dict, project_dir: str) -> list[str]:
     return argv + [f"{project_dir.rstrip('/')}/{build.get('context') or 'build'}"]
 
 
-def gpu_check_script(checks: list[tuple[str, str, str]]) -> str:
-    """sh: for (service, probe, expected name) fail when the app reports another card."""
+def gpu_check_script(checks: list[GpuCheck]) -> str:
+    """sh: fail when an app reports another card than the one its check expects."""
     lines = []
-    for service, probe, expected in checks:
+    for check in checks:
+        service, expected = check.service, check.expected
+        probe = device_probe_command(service, check.probe, check.url)
         lines.append(
-            f"seen=$({device_probe_command(service, probe)} | sed -n 's/^@@genai:device //p' "
+            f"seen=$({probe} | sed -n 's/^@@genai:device //p' "
             "| tail -n 1); "
             f"case \"$(printf %s \"$seen\" | tr A-Z a-z)\" in "
             f"*{q(expected.lower())}*) echo \"GPU check: {service} runs on $seen\";; "
@@ -188,7 +176,7 @@ def _restore(n: str, short: str, timeout: int, target: str | None, good: bool,
 
 
 def up_script(*, name: str, project_dir: str, config_hash: str, timeout: int,
-              rollback_to: str | None, gpu_checks: list[tuple[str, str, str]],
+              rollback_to: str | None, gpu_checks: list[GpuCheck],
               write_checks: list[tuple[str, str]] = (), rollback_good: bool = False,
               up: bool = True) -> str:
     """Bring the config up (``up``; else it runs already), verify it (GPU, write checks),
