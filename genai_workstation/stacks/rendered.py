@@ -86,12 +86,12 @@ class RenderedStack:
     config_hash: str
     services: list[str]
     published: list[tuple[str, str, int]]  # (service, host address, host port)
+    health_timeout: int  # seconds `docker compose up --wait` waits (the stack's setting)
     health: list[HealthCheck] = field(default_factory=list)
     gpu_checks: list[GpuCheck] = field(default_factory=list)
     auth_checks: list[AuthCheck] = field(default_factory=list)
     image_build: ImageBuild | None = None
     directories: list[str] = field(default_factory=list)  # host folders to create (user-owned)
-    health_timeout: int = 300
     warnings: list[str] = field(default_factory=list)  # shown by the stack step
 
     def secret_paths(self) -> list[str]:
