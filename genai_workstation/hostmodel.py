@@ -182,6 +182,7 @@ class HostModel:
     docker: Docker
     nvidia_toolkit: NvidiaToolkit
     gpu: Gpu
+    wsl_systemd: bool  # set [boot] systemd=true in /etc/wsl.conf (WSL2 hosts)
     models: tuple[Mapping, ...]
     history_keep: int
     stacks: tuple[Stack, ...]  # comfyui, forge, then custom stacks in file order
@@ -217,6 +218,7 @@ def host_model(settings: Mapping) -> HostModel:
                                      toolkit["repo_url"], toolkit["gpgkey_url"],
                                      bool(toolkit["cdi"])),
         gpu=Gpu(gpu["mode"], tuple(gpu.get("expected") or ())),
+        wsl_systemd=bool(settings["wsl"]["systemd"]),
         models=tuple(_frozen(m) for m in settings.get("models") or ()),
         history_keep=int(settings["history_keep"]),
         stacks=stacks_of(settings.get("stacks") or {}),

@@ -61,19 +61,19 @@ def _shutdown_notice(name: str, conf_changed) -> None:
     )
 
 
-def facts_read_by_the_step(data: dict, platform: dict) -> list[tuple[type, dict]]:
+def facts_read_by_the_step(data, platform: dict) -> list[tuple[type, dict]]:
     """The facts (with the operations' exact arguments) the workstation operations read."""
-    user = data["user"]
+    model = host_model(data)
     specs = [
-        (PathStates, {"paths": host_model(data).layout.tree()}),
-        (Account, {"username": user["name"], "uid": user["uid"], "groups": ["docker"]}),
+        (PathStates, {"paths": model.layout.tree()}),
+        (Account, {"username": model.user.name, "uid": model.user.uid, "groups": ["docker"]}),
     ]
-    if data["docker"]["source"] != "desktop":
+    if model.docker.source != "desktop":
         specs += [
             (DebPackages, {}),
             (ServiceState, {"service": "docker", "systemd": bool(platform.get("systemd_pid1"))}),
         ]
-        if data["docker"].get("compose_plugin_path"):
+        if model.docker.compose_plugin_path:
             specs.append((FileStat, {"path": docker.COMPOSE_PLUGIN}))
     return specs
 
@@ -81,11 +81,9 @@ def facts_read_by_the_step(data: dict, platform: dict) -> list[tuple[type, dict]
 @deploy("Workstation")
 def workstation():
     data = host.data.dict()
-    user = data["user"]
-    docker_settings = data["docker"]
-    toolkit = data["nvidia_toolkit"]
-    gpu = data["gpu"]
-    source = docker_settings["source"]
+    model = host_model(data)
+    user, docker_settings, toolkit, gpu = model.user, model.docker, model.nvidia_toolkit, model.gpu
+    source = docker_settings.source
     platform = read_once(Platform)
     on_wsl = platform.get("wsl") == 2
     # What the operations below read on a converged host, in one round trip.
@@ -93,30 +91,30 @@ def workstation():
 
     # Checks: refuse before anything changes.
     _check_now(system.check_platform(
-        name=f"Platform is {data['platform']}", expected=data["platform"]))
+        name=f"Platform is {model.platform}", expected=model.platform))
     if on_wsl:
         _check_now(wsl.no_linux_driver(name="No Linux NVIDIA driver inside WSL2"))
-    if gpu["mode"] == "nvidia":
-        _check_now(nvidia.gpus(name="GPUs expected by the inventory", expected=gpu["expected"]))
+    if gpu.mode == "nvidia":
+        _check_now(nvidia.gpus(name="GPUs expected by the inventory", expected=list(gpu.expected)))
     else:
         logger.warning(f"{host.print_prefix}{GPU_SKIPPED_NOTICE}")
     if source == "desktop":
         _check_now(docker.desktop(name="Docker Desktop provides Docker"))
     elif source == "distro":
-        docker.distro_packages(platform, docker_settings.get("compose_plugin_path"))
+        docker.distro_packages(platform, docker_settings.compose_plugin_path)
     # The workspace tree: checked now, created (numeric uid:gid) before the user account exists.
     tree = workspace.tree(
         name=f"Workspace {data['workspace']}",
-        root=data["workspace"],
-        models_dir=data["models_dir"],
-        uid=user["uid"],
-        gid=user["gid"],
+        root=model.layout.workspace,
+        models_dir=model.layout.models_dir,
+        uid=user.uid,
+        gid=user.gid,
     )
     _check_now(tree)
 
     # WSL settings.
     conf_changed = None
-    if on_wsl and data["wsl"]["systemd"]:
+    if on_wsl and model.wsl_systemd:
         conf = wsl.conf(name="/etc/wsl.conf [boot] systemd=true",
                         section="boot", key="systemd", value="true")
         if conf.will_change:
@@ -127,30 +125,30 @@ def workstation():
         docker.engine(
             name=f"Docker engine ({source})",
             source=source,
-            repo_url=docker_settings["repo_url"],
-            gpgkey_url=docker_settings.get("gpgkey_url"),
-            compose_plugin_path=docker_settings.get("compose_plugin_path"),
+            repo_url=docker_settings.repo_url,
+            gpgkey_url=docker_settings.gpgkey_url,
+            compose_plugin_path=docker_settings.compose_plugin_path,
         )
         docker.service(name="Docker service running and enabled")
     # Its uid/name conflicts are checked now too (before Docker is installed).
     _check_now(system.workstation_user(
-        name=f"User {user['name']} ({user['uid']}:{user['gid']}) in group docker",
-        username=user["name"],
-        uid=user["uid"],
-        gid=user["gid"],
+        name=f"User {user.name} ({user.uid}:{user.gid}) in group docker",
+        username=user.name,
+        uid=user.uid,
+        gid=user.gid,
         groups=["docker"],
     ))
 
     # NVIDIA container toolkit and Docker's nvidia runtime.
-    if toolkit["enabled"] and gpu["mode"] == "nvidia" and source != "desktop":
+    if toolkit.enabled and gpu.mode == "nvidia" and source != "desktop":
         nvidia.toolkit(
-            name=f"NVIDIA container toolkit {toolkit['version']}",
-            version=toolkit["version"],
-            repo_url=toolkit["repo_url"],
-            gpgkey_url=toolkit["gpgkey_url"],
+            name=f"NVIDIA container toolkit {toolkit.version}",
+            version=toolkit.version,
+            repo_url=toolkit.repo_url,
+            gpgkey_url=toolkit.gpgkey_url,
         )
         docker.nvidia_runtime(name="Docker nvidia runtime in daemon.json")
-        if toolkit["cdi"]:
+        if toolkit.cdi:
             nvidia.cdi(name="CDI spec /etc/cdi/nvidia.yaml")
 
     if conf_changed is not None:
