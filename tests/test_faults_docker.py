@@ -52,7 +52,7 @@ def _rendered(tmp_path: Path, name: str, port: int, image: str, marker: str,
     if build:
         files["build/Dockerfile"] = {"content": build.pop("dockerfile")}
     data = {"files": files, "config_hash": marker * 64, "services": ["app"],
-            "image_build": build, "health": [], "expected_gpu": {}}
+            "image_build": build, "health": [], "gpu_checks": []}
     path = tmp_path / f"rendered-{name}-{marker}.json"
     path.write_text(json.dumps(data))
     return path

@@ -57,7 +57,7 @@ def _rendered(tmp_path: Path, image: str, marker: str) -> tuple[Path, dict[str, 
     data = {"files": {path: {"content": content, "secret": path == SECRET_NAME}
                       for path, content in files.items()},
             "config_hash": marker * 64, "services": ["app"], "image_build": None,
-            "health": [], "expected_gpu": {}}
+            "health": [], "gpu_checks": []}
     path = tmp_path / f"rendered-{marker}.json"
     path.write_text(json.dumps(data))
     return path, files

@@ -4,7 +4,7 @@ healthy but fails a check (the app reports another card, the app cannot write it
 folder) is rolled back to the newest good config, not merely the previous one.
 
 Hand-made rendered stacks (`--data lifecycle_rendered=FILE`, as in
-test_stacks_lifecycle_docker.py) declare the card in `expected_gpu`, so the GPU check runs on
+test_stacks_lifecycle_docker.py) declare the card in `gpu_checks`, so the GPU check runs on
 any engine; the app is the STAND-IN (tests/standin/), whose reported card is set by its env.
 """
 
@@ -54,9 +54,9 @@ class Stack:
             """)
         data = {"files": {"compose.yaml": {"content": compose}}, "config_hash": marker * 64,
                 "services": ["comfyui"], "image_build": None,
-                "health": [{"service": "comfyui", "url": URL, "gpu_url": URL,
-                            "writable": ["/data/output"]}],
-                "expected_gpu": {"comfyui": GPU_3090}}
+                "health": [{"service": "comfyui", "url": URL, "writable": ["/data/output"]}],
+                "gpu_checks": [{"service": "comfyui", "expected": GPU_3090, "probe": "comfyui",
+                                "url": URL}]}
         path = self.tmp_path / f"rendered-{marker}.json"
         path.write_text(json.dumps(data))
         return path
