@@ -57,7 +57,7 @@ class Layout:
 
     def stack_dir(self, name: str) -> str:
         """`<workspace>/stacks/<name>`: a stack's compose folder."""
-        return f"{self.workspace.rstrip('/')}/stacks/{name}"
+        return stack_dir(self.workspace, name)
 
     def data(self, folder: str) -> str:
         return posixpath.join(self.workspace, folder)
@@ -72,6 +72,10 @@ class Layout:
     def writable(self) -> list[str]:
         """Folders the containers must be able to write."""
         return [self.models_dir] + [self.data(name) for name in WRITABLE_FOLDERS]
+
+
+def stack_dir(workspace: str, name: str) -> str:
+    return f"{workspace.rstrip('/')}/stacks/{name}"
 
 
 def default_models_dir(workspace: str) -> str:

@@ -28,6 +28,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from ..layout import stack_dir  # noqa: F401 (lc.stack_dir: the one formula, in layout.py)
+
 GENAI_DIR = ".genai"
 DEPLOYED_HASH_FILE = f"{GENAI_DIR}/config.sha256"
 # Written only after a run verified the config (health + the stack's checks). It travels with
@@ -46,10 +48,6 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 def q(value) -> str:
     return shlex.quote(str(value))
-
-
-def stack_dir(workspace: str, name: str) -> str:
-    return f"{workspace.rstrip('/')}/stacks/{name}"
 
 
 def snapshot_name(timestamp: str, config_hash: str | None, rollback: bool = False) -> str:
