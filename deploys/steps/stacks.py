@@ -98,7 +98,7 @@ def stack(name: str):
         name=f"Stack {name}: render, build, up, health",
         stack=name,
         rendered=rendered,
-        project_dir=model.layout.stack_dir(name),
+        project_dir=rendered.directory,
         health_timeout=rendered.health_timeout,
         history_keep=model.history_keep,
         user=model.user.name, group=model.user.name, uid=model.user.uid, gid=model.user.gid,

@@ -178,9 +178,11 @@ class _BuiltinStack(_Exposure):
 
 
     @staticmethod
-    def health_checks(apps: list[_App]) -> list[HealthCheck]:
-        return [HealthCheck(app.service, _local_url(app.internal_port, app.model.kind.health_path),
-                            app.model.kind.writable) for app in apps]
+    def health_check(app: _App) -> HealthCheck:
+        """The app's health address in its container: its compose healthcheck asks it, the
+        converge waits for it, and checks the folders it must write."""
+        return HealthCheck(app.service, _local_url(app.internal_port, app.model.kind.health_path),
+                           app.model.kind.writable)
 
     @staticmethod
     def gpu_checks(apps: list[_App]) -> list[GpuCheck]:
@@ -206,7 +208,7 @@ class _BuiltinStack(_Exposure):
             "health_timing": settings.get("healthcheck") or {},
             "mounts": mounts, "ports": app.ports, "gpu": app.gpu, "cuda_index": app.cuda_index,
             "gpu_flag": gpu_flag, "start_period": start_period,
-            "healthcheck": _python_healthcheck(app.internal_port, app.model.kind.health_path),
+            "healthcheck": _python_healthcheck(self.health_check(app).url),
             "hash_placeholder": HASH_PLACEHOLDER, "instance": app.model.instance,
         }
 
@@ -239,7 +241,7 @@ class _BuiltinStack(_Exposure):
             directory=self.data.layout.stack_dir(self.kind), files=self.files,
             config_hash="", services=services,
             published=[p for a in apps for p in a.published],
-            health=self.health_checks(apps), gpu_checks=self.gpu_checks(apps),
+            health=[self.health_check(a) for a in apps], gpu_checks=self.gpu_checks(apps),
             auth_checks=self.auth_checks(sites), image_build=build, directories=directories,
             health_timeout=self.stack.health_timeout, warnings=self.warnings,
         )
@@ -274,10 +276,10 @@ def _local_url(port: int, path: str) -> str:
     return f"http://127.0.0.1:{port}{path}"
 
 
-def _python_healthcheck(port: int, path: str) -> list[str]:
+def _python_healthcheck(url: str) -> list[str]:
     """A healthcheck run with the image's Python (no curl in the image)."""
     code = ("import sys, urllib.request; "
-            f"r = urllib.request.urlopen('{_local_url(port, path)}', timeout=8); "
+            f"r = urllib.request.urlopen('{url}', timeout=8); "
             "sys.exit(0 if r.status == 200 else 1)")
     return ["CMD", "python", "-c", code]
 
