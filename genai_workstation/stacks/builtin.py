@@ -93,7 +93,7 @@ class _BuiltinStack(_Exposure):
         return apps
 
     def resolve_gpu(self, app: _App) -> None:
-        if self.data.cpu_only or app.model.gpu == "none":
+        if self.data.model.gpu.cpu_only or app.model.gpu == "none":
             return
         keys = [k for k in (app.key, app.key.split("/")[-1], app.service)
                 if k in self.resolved_gpus]

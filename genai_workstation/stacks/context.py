@@ -31,24 +31,12 @@ class _Data:
         return default if value is None else value
 
     @property
-    def workspace(self) -> str:
-        return self.layout.workspace
-
-    @property
-    def models_dir(self) -> str:
-        return self.layout.models_dir
-
-    @property
     def uid_gid(self) -> str:
         return self.model.user.owner
 
     @property
     def workstation(self) -> str:
         return self.model.name or "workstation"
-
-    @property
-    def cpu_only(self) -> bool:
-        return self.model.gpu.cpu_only
 
     def secret(self, name: str, field_path: str) -> str:
         secrets = self.get("secrets") or {}

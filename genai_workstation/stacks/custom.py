@@ -33,9 +33,9 @@ class _Custom:
         secret_names = list(self.stack.secret_names)
         context = {
             "vars": self.spec.get("vars") or {}, "stack": self.name,
-            "project": self.stack.project, "workspace": self.data.workspace,
-            "models_dir": self.data.models_dir, "uid": self.data.uid_gid.split(":")[0],
-            "gid": self.data.uid_gid.split(":")[1], "user": self.data.uid_gid,
+            "project": self.stack.project, "workspace": self.data.layout.workspace,
+            "models_dir": self.data.layout.models_dir, "uid": str(self.data.model.user.uid),
+            "gid": str(self.data.model.user.gid), "user": self.data.uid_gid,
             "secrets_env_file": "./secrets.env",
             "secrets": {n: f"./secrets/{n}" for n in secret_names},
         }
