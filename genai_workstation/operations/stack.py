@@ -237,8 +237,8 @@ class LiveCommand(StringCommand):
 
 
 @operation()
-def converge(stack: str, rendered, project_dir: str, user: str = "genai", group: str = "",
-             uid: int = 1000, gid: int = 1000, health_timeout: int = 300, history_keep: int = 5,
+def converge(stack: str, rendered, project_dir: str, *, user: str, uid: int, gid: int,
+             health_timeout: int, history_keep: int, group: str = "",
              timestamp: str | None = None):
     """
     Converge one rendered stack in ``project_dir`` (see the module docstring).
@@ -246,9 +246,9 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
     + stack: the stack's name (``comfyui``, ``forge``, a custom stack)
     + rendered: the RenderedStack from ``genai_workstation.stacks.render.render_stack``
     + project_dir: ``<workspace>/stacks/<stack>``
-    + user, group, uid, gid: the workstation user (owner of every file)
-    + health_timeout: seconds ``docker compose up --wait`` waits for health
-    + history_keep: previous configs kept under ``.history/``
+    + user, group, uid, gid: the workstation user (owner of every file; group: default user)
+    + health_timeout: seconds ``docker compose up --wait`` waits for health (the stack's)
+    + history_keep: previous configs kept under ``.history/`` (the host's)
     + timestamp: snapshot timestamp (UTC, ``%Y%m%dT%H%M%SZ``); default: now
     """
     r = as_plain(rendered)
