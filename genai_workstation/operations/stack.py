@@ -25,14 +25,8 @@ from pyinfra import host
 from pyinfra.api import StringCommand, operation
 from pyinfra.operations import files
 
-from facts.compose import (
-    AppDevice,
-    ComposeProject,
-    ImageLabel,
-    PathDigests,
-    SecretFiles,
-    StackHistory,
-)
+from facts.compose import AppDevice, ComposeProject, ImageLabel, StackHistory
+from facts.filesystem import PathDigests, SecretFiles
 from genai_workstation.operations import atomic
 from genai_workstation.stacks import lifecycle as lc
 
