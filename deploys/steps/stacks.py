@@ -12,6 +12,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import server
 
 from facts.gpu import NvidiaGpus
+from genai_workstation import hostfacts
 from genai_workstation.operations import stack as stack_ops
 from genai_workstation.stacks import lifecycle as lc
 
@@ -46,7 +47,7 @@ def resolve_gpus(name: str, settings: dict, data: dict) -> tuple[dict, list[dict
     wanted = {k: v for k, v in refs.items() if v not in (None, "none")}
     if (data.get("gpu") or {}).get("mode") == "none" or not wanted:
         return {k: None for k in refs}, [], []
-    fact = host.get_fact(NvidiaGpus)
+    fact = hostfacts.fact(NvidiaGpus)
     resolved, problems = {}, []
     for key, ref in refs.items():
         if ref in (None, "none"):
@@ -64,7 +65,7 @@ def resolve_gpus(name: str, settings: dict, data: dict) -> tuple[dict, list[dict
 def render(name: str, data: dict, resolved: dict, all_gpus: list[dict]):
     """The rendered stack; rendered once per host in a read-only run (genai-drift), where
     the plan and the checks both need it."""
-    from genai_workstation.operations.once import read_only_memo
+    from genai_workstation.hostfacts import read_only_memo
     from genai_workstation.stacks.render import render_stack
 
     memo = read_only_memo("stack renders")

@@ -3,12 +3,11 @@ where declared, secret files 0600, exposed apps refused without credentials."""
 
 from __future__ import annotations
 
-from pyinfra import host
-
 from facts.compose import AppDevice, ComposeProject
 from facts.filesystem import PathStates
 from facts.probe import HttpStatus
 from genai_workstation.findings import Finding
+from genai_workstation.hostfacts import fact
 
 from . import checks
 from . import lifecycle as lc
@@ -28,7 +27,7 @@ def stack_findings(host_name: str, spec: dict) -> list[Finding]:
         return [Finding(host_name, f"stack {stack}", "renders from the inventory", spec["error"],
                         "fix the inventory, then " + fix)]
     project_dir = spec["project_dir"]
-    project = host.get_fact(ComposeProject, project_dir=project_dir)
+    project = fact(ComposeProject, project_dir=project_dir)
     if not project.get("exists"):
         return [Finding(host_name, f"stack {stack}", "deployed",
                         f"{project_dir}/compose.yaml missing", fix)]
@@ -47,7 +46,7 @@ def stack_findings(host_name: str, spec: dict) -> list[Finding]:
     for service, probe, expected in spec.get("checks") or []:
         if service in stopped:  # no app to ask; already reported above
             continue
-        seen = host.get_fact(AppDevice, project_dir=project_dir, service=service, probe=probe)
+        seen = fact(AppDevice, project_dir=project_dir, service=service, probe=probe)
         mismatch = lc.gpu_mismatch(expected, seen.get("name"))
         if mismatch:
             found.append(Finding(
@@ -66,12 +65,12 @@ def _deployed_findings(host_name: str, spec: dict, project: dict, fix: str) -> l
     secret_files = spec.get("secret_files") or []
     if secret_files:
         uid, gid = spec["owner"]
-        states = host.get_fact(PathStates, paths=[f"{project_dir}/{rel}" for rel in secret_files])
+        states = fact(PathStates, paths=[f"{project_dir}/{rel}" for rel in secret_files])
         found += checks.secret_file_findings(host_name, project_dir, secret_files, states, uid,
                                              gid, fix)
     targets = checks.auth_targets(spec.get("auth_checks") or [], project)
     if targets:
-        answers = host.get_fact(HttpStatus, urls=sorted({url for _, url in targets}))
+        answers = fact(HttpStatus, urls=sorted({url for _, url in targets}))
         found += checks.auth_findings(host_name, stack, project_dir, targets, answers, fix)
     return found
 
