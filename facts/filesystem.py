@@ -194,16 +194,6 @@ def _mode_owner_of(quoted: str) -> str:
     return f"\"$(stat -c '%a %u %g' {quoted})\""
 
 
-def _rows(output: list[str], row) -> dict:
-    """{path: value} of the tab-separated lines ``row(fields)`` reads as (path, value)."""
-    result = {}
-    for line in output:
-        found = row(line.split("\t"))
-        if found:
-            result[found[0]] = found[1]
-    return result
-
-
 def _mode_owner(field: str) -> dict:
     """``stat -c '%a %u %g'`` as {"mode": "644", "uid": 1000, "gid": 1000}."""
     mode, uid, gid = (field.split() + ["", "", ""])[:3]
@@ -211,7 +201,33 @@ def _mode_owner(field: str) -> dict:
             "gid": int(gid) if gid.isdigit() else None}
 
 
-class SecretFiles(FactBase):
+class _PathRows(FactBase):
+    """A fact answering one tab-separated line per path: an absent path's line has two
+    fields, ``absent`` at index `_absent` and the path; `_present(fields)` reads the others
+    as (path, value), or None."""
+
+    _absent = 0
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output: list[str]):
+        result = {}
+        for line in output:
+            parts = line.split("\t")
+            if len(parts) == 2 and parts[self._absent] == "absent":
+                result[parts[1 - self._absent]] = None
+            elif found := self._present(parts):
+                result[found[0]] = found[1]
+        return result
+
+    @staticmethod
+    def _present(parts: list[str]) -> tuple[str, dict] | None:
+        raise NotImplementedError
+
+
+class SecretFiles(_PathRows):
     """
     Returns, for files that hold secrets, a salted digest of the content plus mode and owner,
     so that the deploy can tell whether a secret file needs rewriting without the content (or
@@ -224,6 +240,8 @@ class SecretFiles(FactBase):
          "/srv/genai/stacks/comfyui/.env": None}  # absent
     """
 
+    _absent = 1  # "<path>\tabsent"
+
     def command(self, paths: list, salt: str) -> str:
         return _each_path(paths, lambda p: (
             f"if [ -f {p} ]; then printf '%s\\t%s\\t' {p} {_mode_owner_of(p)}; "
@@ -231,22 +249,13 @@ class SecretFiles(FactBase):
             f"else printf '%s\\tabsent\\n' {p}; fi"))
 
     @staticmethod
-    def default():
-        return {}
-
-    def process(self, output: list[str]):
-        return _rows(output, self._row)
-
-    @staticmethod
-    def _row(parts: list[str]):
-        if len(parts) == 2 and parts[1] == "absent":
-            return parts[0], None
+    def _present(parts: list[str]):
         if len(parts) == 3:
             return parts[0], {"digest": parts[2].strip(), **_mode_owner(parts[1])}
         return None
 
 
-class PathDigests(FactBase):
+class PathDigests(_PathRows):
     """
     Returns kind, mode, owner and (files) the sha256 of each path in one command, so that a
     stack whose files are all in place costs one round trip, not one per file. For files that
@@ -270,16 +279,7 @@ class PathDigests(FactBase):
             f"else printf 'absent\\t%s\\n' {p}; fi"))
 
     @staticmethod
-    def default():
-        return {}
-
-    def process(self, output: list[str]):
-        return _rows(output, self._row)
-
-    @staticmethod
-    def _row(parts: list[str]):
-        if len(parts) == 2 and parts[0] == "absent":
-            return parts[1], None
+    def _present(parts: list[str]):
         if len(parts) == 4 and parts[0] in ("file", "directory"):
             return parts[1], {"kind": parts[0], "sha256": parts[3].strip() or None,
                               **_mode_owner(parts[2])}
