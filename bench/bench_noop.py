@@ -85,9 +85,9 @@ exec /bin/sh "$@"
 # What a remote command is, from its text (first match wins).
 COMMAND_KINDS = (
     ("fact Platform (facts/platform.py)", "wsl_distro=%s"),
-    ("facts in one command (facts_batch.py: the workstation step's prefetch, verify's read)",
+    ("facts in one command (hostfacts.py: the workstation step's prefetch, verify's read)",
      "@@genai:fact "),
-    ("fact PathDigests (facts/compose.py, stack files)", "sha256sum <"),
+    ("fact PathDigests (facts/filesystem.py, stack files)", "sha256sum <"),
     ("fact PathStates (facts/filesystem.py)", "@@path"),
     ("fact Account (facts/accounts.py: getent, id)", "@@genai:account"),
     ("fact ServiceState (facts/platform.py)", "SubState"),

@@ -13,11 +13,15 @@ import re
 import yaml
 from pyinfra.api import FactBase
 
-from genai_workstation.stacks.lifecycle import (
+from facts.filesystem import sh_quote as _q
+from genai_workstation.stack_names import (
+    CONFIG_HASH_LABEL,
     DEPLOYED_HASH_FILE,
+    DEVICE_MARK,
     HISTORY_DIR,
     MANIFEST_FILE,
     VERIFIED_FILE,
+    device_probe_command,
     hash_matches,
     parse_snapshot_name,
 )
@@ -29,20 +33,8 @@ _INSPECT_FORMAT = (
     "{{if .State.Health}}{{.State.Health.Status}}{{end}}\t"
     "{{.State.ExitCode}}\t{{.Config.Image}}\t{{json .Config.Labels}}"
 )
-SERVICE_LABEL = "com.docker.compose.service"
-CONFIG_HASH_LABEL = "genai.config-hash"
-
-
-def _q(value: str) -> str:
-    """Single-quote for sh."""
-    return "'" + str(value).replace("'", "'\"'\"'") + "'"
-
-
-def _mode_owner(field: str) -> dict:
-    """``stat -c '%a %u %g'`` as {"mode": "644", "uid": 1000, "gid": 1000}."""
-    mode, uid, gid = (field.split() + ["", "", ""])[:3]
-    return {"mode": mode, "uid": int(uid) if uid.isdigit() else None,
-            "gid": int(gid) if gid.isdigit() else None}
+SERVICE_LABEL = "com.docker.compose.service"  # set by Compose on every container
+_DEVICE_LINE = re.compile(rf"^{re.escape(DEVICE_MARK)}(.*)$")
 
 
 def parse_ps_output(lines: list[str]) -> list[dict]:
@@ -345,8 +337,6 @@ class AppDevice(FactBase):
     """
 
     def command(self, project_dir: str, service: str, probe: str, url: str | None = None) -> str:
-        from genai_workstation.stacks.lifecycle import device_probe_command
-
         # A stopped app makes the probe fail: that is an answer (process() says so), not an error.
         return f"cd {_q(project_dir)} && {device_probe_command(service, probe, url)} || true"
 
@@ -356,92 +346,8 @@ class AppDevice(FactBase):
 
     def process(self, output: list[str]):
         for line in output:
-            match = re.match(r"^@@genai:device (.*)$", line.strip())
+            match = _DEVICE_LINE.match(line.strip())
             if match:
                 return {"name": match.group(1).strip() or None, "error": None}
         text = " ".join(line.strip() for line in output if line.strip())
         return {"name": None, "error": text[-300:] or "the app reported no device"}
-
-
-class SecretFiles(FactBase):
-    """
-    Returns, for files that hold secrets, a salted digest of the content plus mode and owner,
-    so that the deploy can tell whether a secret file needs rewriting without the content (or
-    an unsalted hash of it) ever showing in pyinfra's output.
-
-    .. code:: python
-
-        {"/srv/genai/stacks/comfyui/secrets/auth": {"digest": "9f..", "mode": "600",
-                                                     "uid": 1000, "gid": 1000},
-         "/srv/genai/stacks/comfyui/.env": None}  # absent
-    """
-
-    def command(self, paths: list, salt: str) -> str:
-        parts = []
-        for path in paths:
-            p = _q(path)
-            parts.append(
-                f"if [ -f {p} ]; then printf '%s\\t%s\\t' {p} \"$(stat -c '%a %u %g' {p})\"; "
-                f"{{ printf %s {_q(salt)}; cat {p}; }} | sha256sum | cut -d' ' -f1; "
-                f"else printf '%s\\tabsent\\n' {p}; fi"
-            )
-        return "; ".join(parts) or "true"
-
-    @staticmethod
-    def default():
-        return {}
-
-    def process(self, output: list[str]):
-        result = {}
-        for line in output:
-            parts = line.split("\t")
-            if len(parts) == 2 and parts[1] == "absent":
-                result[parts[0]] = None
-            elif len(parts) == 3:
-                result[parts[0]] = {"digest": parts[2].strip(), **_mode_owner(parts[1])}
-        return result
-
-
-class PathDigests(FactBase):
-    """
-    Returns kind, mode, owner and (files) the sha256 of each path in one command, so that a
-    stack whose files are all in place costs one round trip, not one per file. For files that
-    are not secret (secret files: ``SecretFiles``).
-
-    .. code:: python
-
-        {"/srv/genai/stacks/comfyui/compose.yaml": {"kind": "file", "sha256": "9f..",
-                                                    "mode": "644", "uid": 1000, "gid": 1000},
-         "/srv/genai/stacks/comfyui": {"kind": "directory", "sha256": None, "mode": "750",
-                                       "uid": 1000, "gid": 1000},
-         "/srv/genai/stacks/comfyui/.env": None}  # absent
-    """
-
-    def command(self, paths: list) -> str:
-        parts = []
-        for path in paths:
-            p = _q(path)
-            parts.append(
-                f"if [ -f {p} ] && [ ! -L {p} ]; then "
-                f"printf 'file\\t%s\\t%s\\t' {p} \"$(stat -c '%a %u %g' {p})\"; "
-                f"sha256sum < {p} | cut -d' ' -f1; "
-                f"elif [ -d {p} ] && [ ! -L {p} ]; then "
-                f"printf 'directory\\t%s\\t%s\\t\\n' {p} \"$(stat -c '%a %u %g' {p})\"; "
-                f"else printf 'absent\\t%s\\n' {p}; fi"
-            )
-        return "; ".join(parts) or "true"
-
-    @staticmethod
-    def default():
-        return {}
-
-    def process(self, output: list[str]):
-        result = {}
-        for line in output:
-            parts = line.split("\t")
-            if len(parts) == 2 and parts[0] == "absent":
-                result[parts[1]] = None
-            elif len(parts) == 4 and parts[0] in ("file", "directory"):
-                result[parts[1]] = {"kind": parts[0], "sha256": parts[3].strip() or None,
-                                    **_mode_owner(parts[2])}
-        return result

@@ -1,4 +1,5 @@
-"""Facts about paths: kind, owner, mode and the filesystem they (or their parent) live on."""
+"""Facts about paths: kind, owner, mode, the filesystem they (or their parent) live on, and
+the digests of files a run writes (stack files, secret files)."""
 
 from __future__ import annotations
 
@@ -174,4 +175,112 @@ class FileStat(FactBase):
                     "uid": int(uid),
                     "gid": int(gid),
                 }
+        return None
+
+
+
+def sh_quote(value) -> str:
+    """Single-quote for sh, always (unlike shlex.quote, which leaves safe words bare)."""
+    return "'" + str(value).replace("'", "'\"'\"'") + "'"
+
+
+def _each_path(paths: list, script) -> str:
+    """One command running ``script(quoted path)`` for each path."""
+    return "; ".join(script(sh_quote(path)) for path in paths) or "true"
+
+
+def _mode_owner_of(quoted: str) -> str:
+    """sh: mode and owner of a quoted path, as ``644 1000 1000``."""
+    return f"\"$(stat -c '%a %u %g' {quoted})\""
+
+
+def _mode_owner(field: str) -> dict:
+    """``stat -c '%a %u %g'`` as {"mode": "644", "uid": 1000, "gid": 1000}."""
+    mode, uid, gid = (field.split() + ["", "", ""])[:3]
+    return {"mode": mode, "uid": int(uid) if uid.isdigit() else None,
+            "gid": int(gid) if gid.isdigit() else None}
+
+
+class _PathRows(FactBase):
+    """A fact answering one tab-separated line per path: an absent path's line has two
+    fields, ``absent`` at index `_absent` and the path; `_present(fields)` reads the others
+    as (path, value), or None."""
+
+    _absent = 0
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output: list[str]):
+        result = {}
+        for line in output:
+            parts = line.split("\t")
+            if len(parts) == 2 and parts[self._absent] == "absent":
+                result[parts[1 - self._absent]] = None
+            elif found := self._present(parts):
+                result[found[0]] = found[1]
+        return result
+
+    @staticmethod
+    def _present(parts: list[str]) -> tuple[str, dict] | None:
+        raise NotImplementedError
+
+
+class SecretFiles(_PathRows):
+    """
+    Returns, for files that hold secrets, a salted digest of the content plus mode and owner,
+    so that the deploy can tell whether a secret file needs rewriting without the content (or
+    an unsalted hash of it) ever showing in pyinfra's output.
+
+    .. code:: python
+
+        {"/srv/genai/stacks/comfyui/secrets/auth": {"digest": "9f..", "mode": "600",
+                                                     "uid": 1000, "gid": 1000},
+         "/srv/genai/stacks/comfyui/.env": None}  # absent
+    """
+
+    _absent = 1  # "<path>\tabsent"
+
+    def command(self, paths: list, salt: str) -> str:
+        return _each_path(paths, lambda p: (
+            f"if [ -f {p} ]; then printf '%s\\t%s\\t' {p} {_mode_owner_of(p)}; "
+            f"{{ printf %s {sh_quote(salt)}; cat {p}; }} | sha256sum | cut -d' ' -f1; "
+            f"else printf '%s\\tabsent\\n' {p}; fi"))
+
+    @staticmethod
+    def _present(parts: list[str]):
+        if len(parts) == 3:
+            return parts[0], {"digest": parts[2].strip(), **_mode_owner(parts[1])}
+        return None
+
+
+class PathDigests(_PathRows):
+    """
+    Returns kind, mode, owner and (files) the sha256 of each path in one command, so that a
+    stack whose files are all in place costs one round trip, not one per file. For files that
+    are not secret (secret files: ``SecretFiles``).
+
+    .. code:: python
+
+        {"/srv/genai/stacks/comfyui/compose.yaml": {"kind": "file", "sha256": "9f..",
+                                                    "mode": "644", "uid": 1000, "gid": 1000},
+         "/srv/genai/stacks/comfyui": {"kind": "directory", "sha256": None, "mode": "750",
+                                       "uid": 1000, "gid": 1000},
+         "/srv/genai/stacks/comfyui/.env": None}  # absent
+    """
+
+    def command(self, paths: list) -> str:
+        return _each_path(paths, lambda p: (
+            f"if [ -f {p} ] && [ ! -L {p} ]; then "
+            f"printf 'file\\t%s\\t%s\\t' {p} {_mode_owner_of(p)}; sha256sum < {p} | cut -d' ' -f1; "
+            f"elif [ -d {p} ] && [ ! -L {p} ]; then "
+            f"printf 'directory\\t%s\\t%s\\t\\n' {p} {_mode_owner_of(p)}; "
+            f"else printf 'absent\\t%s\\n' {p}; fi"))
+
+    @staticmethod
+    def _present(parts: list[str]):
+        if len(parts) == 4 and parts[0] in ("file", "directory"):
+            return parts[1], {"kind": parts[0], "sha256": parts[3].strip() or None,
+                              **_mode_owner(parts[2])}
         return None

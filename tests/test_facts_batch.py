@@ -1,4 +1,4 @@
-"""Facts read in one command (genai_workstation/facts_batch.py) answer as each read alone.
+"""Facts read in one command (genai_workstation/hostfacts.py) answer as each read alone.
 
 Real shell, real commands on this machine: each fact's command is run alone by /bin/sh and
 processed, then all of them in one batched command, and the results must be equal.
@@ -13,7 +13,7 @@ from facts.docker import DockerRuntimes
 from facts.filesystem import PathStates
 from facts.health import HostHealth
 from facts.platform import Platform
-from genai_workstation.facts_batch import batch_command, split_output
+from genai_workstation.hostfacts import batch_command, split_output
 
 
 def sh(command: str) -> tuple[int, list[str]]:
@@ -101,7 +101,7 @@ def test_batched_facts_run_as_pyinfra_runs_facts_sudo_included():
     from pyinfra.api import Config, Inventory, State
     from pyinfra.context import ctx_host, ctx_state
 
-    from genai_workstation.facts_batch import _executor_arguments
+    from genai_workstation.hostfacts import executor_arguments
 
     for config, expected in ((Config(), {"_sudo": False}),
                              (Config(SUDO=True, SUDO_USER="genai"),
@@ -110,5 +110,5 @@ def test_batched_facts_run_as_pyinfra_runs_facts_sudo_included():
         state = State(inventory, config)
         host = inventory.get_host("@local")
         with ctx_state.use(state), ctx_host.use(host):
-            arguments = _executor_arguments()
+            arguments = executor_arguments()
         assert {key: arguments.get(key) for key in expected} == expected

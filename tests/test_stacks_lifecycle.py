@@ -15,11 +15,11 @@ from facts.compose import (
     AppDevice,
     ComposeProject,
     ImageLabel,
-    SecretFiles,
     StackHistory,
     parse_labels,
     parse_ps_output,
 )
+from facts.filesystem import SecretFiles
 from genai_workstation.operations.stack import as_plain, write_checks
 from genai_workstation.stacks import lifecycle as lc
 from genai_workstation.stacks.rendered import GpuCheck

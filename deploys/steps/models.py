@@ -11,6 +11,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
 
+from genai_workstation.hostfacts import fact
 from genai_workstation.models import operation as models_ops
 
 DOWNLOADER_PACKAGES = ("python3", "python3-requests")
@@ -23,7 +24,7 @@ def sync_models():
     if not models:
         host.noop("models: none listed in the inventory")
         return
-    installed = host.get_fact(DebPackages) or {}
+    installed = fact(DebPackages) or {}
     missing = [p for p in DOWNLOADER_PACKAGES if p not in installed]
     if missing:
         apt.packages(name=f"Install {', '.join(missing)} for the model downloader",

@@ -16,6 +16,7 @@ from pyinfra.context import ctx_host
 from pyinfra.operations import server
 
 from facts.gpu import NvidiaGpus
+from genai_workstation import hostfacts
 from genai_workstation.hostmodel import HostModel, Stack, host_model
 from genai_workstation.operations import stack as stack_ops
 from genai_workstation.stacks.verify import StackSpec
@@ -33,7 +34,7 @@ def resolve_gpus(stack: Stack, model: HostModel) -> tuple[dict, list[dict], list
 
     if model.gpu.cpu_only or not any(app.wants_gpu for app in stack.apps):
         return {app.key: None for app in stack.apps}, [], []
-    fact = host.get_fact(NvidiaGpus)
+    fact = hostfacts.fact(NvidiaGpus)
     resolved, problems = {}, []
     for app in stack.apps:
         if not app.wants_gpu:

@@ -10,8 +10,8 @@ from deploys.steps.workstation import facts_read_by_the_step, wsl_shutdown_remin
 from facts.compose import ComposeProject
 from facts.platform import Platform
 from genai_workstation.findings import Finding
+from genai_workstation.hostfacts import fact, in_parallel, prefetch, read_once
 from genai_workstation.hostmodel import host_model
-from genai_workstation.operations.once import in_parallel, prefetch, read_once
 from genai_workstation.operations.verify import host_findings, verified, workstation_fact_specs
 from genai_workstation.verify import enabled_stacks
 
@@ -32,7 +32,7 @@ def state_findings() -> list[Finding]:
     """What `verify_host()` would find, read now (genai-drift, in a read-only run).
 
     First, in one remote command, every fact the workstation step's plan and these checks
-    read: the plan that follows answers from them (genai_workstation/operations/once.py).
+    read: the plan that follows answers from them (genai_workstation/hostfacts.py).
     """
     data = host.data.dict()
     model = host_model(data)
@@ -50,6 +50,6 @@ def _compose_state(project_dir: str) -> None:
     """Read a stack's compose state ahead; if it fails, the stack's check reads it again and
     reports why."""
     try:
-        host.get_fact(ComposeProject, project_dir=project_dir)
+        fact(ComposeProject, project_dir=project_dir)
     except Exception:  # noqa: BLE001 (reported by stack_findings)
         return

@@ -17,9 +17,9 @@ from pyinfra.operations import python
 from facts.accounts import Account
 from facts.filesystem import FileStat, PathStates
 from facts.platform import Platform, ServiceState
+from genai_workstation.hostfacts import prefetch, read_once, run_memo
 from genai_workstation.hostmodel import host_model
 from genai_workstation.operations import docker, nvidia, system, workspace, wsl
-from genai_workstation.operations.once import prefetch, read_once
 
 GPU_SKIPPED_NOTICE = "gpu.mode is none: GPU checks and the NVIDIA container toolkit are skipped"
 
@@ -29,12 +29,12 @@ def _check_now(op_meta) -> None:
 
     A check yields no command; evaluating it now raises its OperationError before any other
     operation touches the host. One that found nothing to do is not evaluated again when the
-    run executes (genai_workstation/operations/once.py): its facts are read once.
+    run executes (genai_workstation/hostfacts.py): its facts are read once.
     """
     op_meta.will_change  # noqa: B018 (the property runs the operation's generator)
 
 
-WSL_CONF_OP = "_genai_wsl_conf_op"  # host attribute: this run's wsl.conf operation
+WSL_CONF_OP = "wsl.conf operation"  # run_memo: this run's wsl.conf operation, if it changes
 
 
 def _wsl_shutdown_notice(host_name: str, path: str) -> None:
@@ -45,7 +45,7 @@ def _wsl_shutdown_notice(host_name: str, path: str) -> None:
 def wsl_shutdown_reminder() -> None:
     """Repeat the `wsl.exe --shutdown` notice near the end of a longer run (models, stacks),
     when this run's workstation step changed /etc/wsl.conf."""
-    conf_changed = getattr(host, WSL_CONF_OP, None)
+    conf_changed = run_memo(WSL_CONF_OP).get("op")
     if conf_changed is not None:
         _shutdown_notice("wsl.exe --shutdown needed (reminder)", conf_changed)
 
@@ -152,5 +152,5 @@ def workstation():
             nvidia.cdi(name="CDI spec /etc/cdi/nvidia.yaml")
 
     if conf_changed is not None:
-        setattr(host, WSL_CONF_OP, conf_changed)
+        run_memo(WSL_CONF_OP)["op"] = conf_changed
         _shutdown_notice("wsl.exe --shutdown needed", conf_changed)

@@ -11,7 +11,7 @@ timeout:
 3. config: the converge deploy (`deploys/site.py`) prepared as `pyinfra --dry` prepares it:
    each operation's generator runs against the facts; one that would yield a command is drift.
 
-The run is read-only (`genai_workstation.operations.once.read_only_run`): every fact is read at
+The run is read-only (`genai_workstation.hostfacts.read_only_run`): every fact is read at
 most once per host and shared by the plan and the state checks. Nothing is executed.
 """
 
@@ -89,7 +89,7 @@ def config_findings(state: State, hosts: list, names: dict[str, str],
 def _check_host(state: State, host, deploy: str, code) -> tuple[list[Finding], bool]:
     """(findings, whether the plan was prepared) for one host, in its own greenlet."""
     from deploys.steps.verify import state_findings
-    from genai_workstation.operations.once import read_only_run
+    from genai_workstation.hostfacts import read_only_run
 
     name = host.data.get("workstation_name") or host.name
     try:

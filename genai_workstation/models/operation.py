@@ -17,6 +17,7 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 
 from facts.models import ModelFiles
+from genai_workstation.hostfacts import fact
 from genai_workstation.operations import atomic
 
 from . import downloader, manifest
@@ -64,7 +65,7 @@ def synced(
         return
     uid = (user or {}).get("uid")
     gid = (user or {}).get("gid")
-    state = host.get_fact(ModelFiles, models_dir=models_dir, folders=manifest.folders(specs))
+    state = fact(ModelFiles, models_dir=models_dir, folders=manifest.folders(specs))
     todo = manifest.pending(specs, state, uid, gid)
     if not todo:
         host.noop(f"models: all {len(specs)} files present and verified")

@@ -13,9 +13,9 @@ from pyinfra.operations import apt
 from facts.docker import DAEMON_JSON, DaemonJson, nvidia_runtime_ok
 from facts.filesystem import FileStat
 from facts.platform import DockerCli, Platform, ServiceState
+from genai_workstation.hostfacts import fact, noop, passed_at_prepare, read_once
 
 from . import atomic, packages
-from .once import cached_fact, noop, passed_at_prepare, read_once
 
 COMPOSE_PLUGIN = "/usr/libexec/docker/cli-plugins/docker-compose"
 DOCKER_KEYRING = "/etc/apt/keyrings/docker.gpg"
@@ -109,14 +109,14 @@ def compose_plugin(src: str, dest: str = COMPOSE_PLUGIN):
     content only gets the time set, other content is uploaded."""
     local = os.stat(src)
     mtime = int(local.st_mtime)
-    remote = cached_fact(FileStat, path=dest)
+    remote = fact(FileStat, path=dest)
     same = (
         remote is not None
         and remote.get("kind") == "file"
         and remote.get("size") == local.st_size
     )
     if same and remote.get("mtime") != mtime:
-        same = host.get_fact(Sha1File, path=dest) == get_file_sha1(src)
+        same = fact(Sha1File, path=dest) == get_file_sha1(src)
     if not same:
         # atomic: a run cut during the ~76 MB upload never leaves a truncated plugin
         yield from atomic.put(src, dest, mode="755", user="root", group="root", mtime=mtime)
@@ -137,7 +137,7 @@ def desktop():
     """
     if passed_at_prepare():
         return
-    cli = host.get_fact(DockerCli)
+    cli = fact(DockerCli)
     if not cli.get("path"):
         raise OperationError(
             "docker.source is `desktop` but there is no docker command in this distribution: "
@@ -169,7 +169,7 @@ def service():
     otherwise (WSL without systemd, containers, chroots) through its init script.
     """
     systemd = bool(read_once(Platform).get("systemd_pid1"))
-    state = cached_fact(ServiceState, service="docker", systemd=systemd)
+    state = fact(ServiceState, service="docker", systemd=systemd)
     # the commands of pyinfra's systemd.service / sysvinit.service, from one fact read
     if not state.get("running"):
         yield "systemctl start docker.service" if systemd else "/etc/init.d/docker start"
@@ -190,7 +190,7 @@ def nvidia_runtime():
     every other key), only when it is missing or wrong; the old file is copied to
     ``daemon.json.bak-<time>`` first, and Docker is restarted only then.
     """
-    current = host.get_fact(DaemonJson)
+    current = fact(DaemonJson)
     if current.get("error"):
         raise OperationError(
             f"{current['error']}: fix or remove it by hand (it is the Docker daemon's own "

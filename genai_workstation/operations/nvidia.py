@@ -13,9 +13,9 @@ from pyinfra.operations import apt
 from facts.gpu import NvidiaGpus
 from facts.platform import Platform
 from genai_workstation.gpus import GpuResolutionError, resolve_gpu
+from genai_workstation.hostfacts import fact, noop, passed_at_prepare, read_once
 
 from . import atomic, packages
-from .once import cached_fact, noop, passed_at_prepare, read_once
 
 KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
 LIST_NAME = "nvidia-container-toolkit"
@@ -76,7 +76,7 @@ def toolkit(
         StringIO(list_line(repo_url, platform.get("arch") or "amd64")),
         LIST_FILE, mode="644", user="root", group="root",
     )
-    missing = packages.missing_packages(wanted, cached_fact(DebPackages))
+    missing = packages.missing_packages(wanted, fact(DebPackages))
     if not missing:
         host.noop(f"NVIDIA container toolkit {pinned} installed")
         return
@@ -92,7 +92,7 @@ def cdi(output: str = CDI_SPEC):
 
     + output: where the spec goes
     """
-    if host.get_fact(File, path=output):
+    if fact(File, path=output):
         host.noop(f"{output} exists")
         return
     yield f"nvidia-ctk cdi generate --output={output}"
@@ -119,7 +119,7 @@ def gpus(expected: list | None = None):
     expected = list(expected or [])
     if passed_at_prepare():
         return
-    found = host.get_fact(NvidiaGpus)
+    found = fact(NvidiaGpus)
     visible = found.get("gpus") or []
     if not found.get("available"):
         reason = (found.get("error") or "nvidia-smi lists no GPU").rstrip(".")

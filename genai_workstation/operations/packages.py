@@ -7,7 +7,7 @@ from pyinfra.api import operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
 
-from .once import cached_fact
+from genai_workstation.hostfacts import fact
 
 
 def missing_packages(wanted: list[str], installed: dict) -> list[str]:
@@ -32,7 +32,7 @@ def install(packages: list[str], allow_downgrades: bool = False):
     + packages: the packages
     + allow_downgrades: let a pinned version replace a newer one
     """
-    installed = cached_fact(DebPackages)
+    installed = fact(DebPackages)
     missing = missing_packages(packages, installed)
     if not missing:
         host.noop(f"installed: {', '.join(packages)}")

@@ -25,14 +25,9 @@ from pyinfra import host
 from pyinfra.api import StringCommand, operation
 from pyinfra.operations import files
 
-from facts.compose import (
-    AppDevice,
-    ComposeProject,
-    ImageLabel,
-    PathDigests,
-    SecretFiles,
-    StackHistory,
-)
+from facts.compose import AppDevice, ComposeProject, ImageLabel, StackHistory
+from facts.filesystem import PathDigests, SecretFiles
+from genai_workstation.hostfacts import fact
 from genai_workstation.operations import atomic
 from genai_workstation.stacks import lifecycle as lc
 from genai_workstation.stacks.rendered import GpuCheck, HealthCheck
@@ -175,7 +170,7 @@ def write_files(rendered: dict, project_dir: str, user: str, group: str, uid: in
     plain = {f"{project_dir}/{p}": (wanted[p]["content"], _mode(wanted[p]["mode"], "644"))
              for p in sorted(wanted) if not wanted[p]["secret"]}
     plain[f"{project_dir}/{lc.MANIFEST_FILE}"] = (manifest, "644")
-    remote = host.get_fact(PathDigests, paths=[path for path, _ in folders] + list(plain))
+    remote = fact(PathDigests, paths=[path for path, _ in folders] + list(plain))
 
     cmds = []
     for path, mode in folders:
@@ -185,7 +180,7 @@ def write_files(rendered: dict, project_dir: str, user: str, group: str, uid: in
 
     secret_paths = [f"{project_dir}/{p}" for p in sorted(wanted) if wanted[p]["secret"]]
     salt = os.urandom(16).hex()
-    remote_secrets = host.get_fact(SecretFiles, paths=secret_paths, salt=salt) \
+    remote_secrets = fact(SecretFiles, paths=secret_paths, salt=salt) \
         if secret_paths else {}
     for dest in secret_paths:
         content = wanted[dest[len(project_dir) + 1:]]["content"]
@@ -193,7 +188,9 @@ def write_files(rendered: dict, project_dir: str, user: str, group: str, uid: in
                                  temp_dir))
     for dest, (content, mode) in plain.items():
         if not _in_place(remote.get(dest), "file", uid, gid, mode, _sha256(content)):
-            cmds += list(atomic.put(_io(content), dest, user=user, group=group, mode=mode))
+            # its folder is one of `folders`, handled above: files.put need not read it again
+            cmds += list(atomic.put(_io(content), dest, user=user, group=group, mode=mode,
+                                    create_remote_dir=False))
 
     stale = sorted(set(previous_manifest) - set(wanted))
     for relpath in stale:
@@ -210,7 +207,7 @@ def fail_command(problems: list[str]) -> StringCommand:
 
 def app_device(project_dir: str, check: GpuCheck) -> dict:
     """The AppDevice fact: the card the app of `check` reports now."""
-    return host.get_fact(AppDevice, project_dir=project_dir, service=check.service,
+    return fact(AppDevice, project_dir=project_dir, service=check.service,
                          probe=check.probe, url=check.url)
 
 
@@ -254,7 +251,7 @@ def converge(stack: str, rendered, project_dir: str, *, user: str, uid: int, gid
     r = as_plain(rendered)
     group = group or user
     config_hash = r["config_hash"]
-    project = host.get_fact(ComposeProject, project_dir=project_dir)
+    project = fact(ComposeProject, project_dir=project_dir)
     if project.get("error") and project.get("exists"):
         host.noop(f"stack {stack}: {project['error']}")
 
@@ -264,14 +261,14 @@ def converge(stack: str, rendered, project_dir: str, *, user: str, uid: int, gid
     build = r["image_build"]
     image_hash = None
     if build and build.get("build_hash"):
-        image_hash = host.get_fact(ImageLabel, image=build["tag"], label=lc.BUILD_HASH_LABEL)
+        image_hash = fact(ImageLabel, image=build["tag"], label=lc.BUILD_HASH_LABEL)
     facts = {"build_hash": (build or {}).get("build_hash"), "image_build_hash": image_hash,
              "files_changed": files_changed, "history_keep": history_keep,
              "timestamp": timestamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")}
     decision = lc.decide(config_hash, r["services"], project, **facts)
     if (decision.up or decision.verify) and project.get("exists"):
         # the way back needs the kept snapshots: read them only then (a converged run does not)
-        history = host.get_fact(StackHistory, project_dir=project_dir)
+        history = fact(StackHistory, project_dir=project_dir)
         decision = lc.decide(config_hash, r["services"], project, history=history, **facts)
     checks = r["gpu_checks"]
 
@@ -320,8 +317,8 @@ def rollback(stack: str, project_dir: str, to: str | None = None, health_timeout
     restored by name); automatic choice skips those. The run lists every kept snapshot and
     says which are good.
     """
-    project = host.get_fact(ComposeProject, project_dir=project_dir)
-    history = host.get_fact(StackHistory, project_dir=project_dir)
+    project = fact(ComposeProject, project_dir=project_dir)
+    history = fact(StackHistory, project_dir=project_dir)
     listing = lc.describe_history(history, project.get("config_hash"))
     try:
         target = lc.rollback_target(history, project.get("config_hash"), to)

@@ -6,8 +6,7 @@ from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
 from facts.accounts import Account
 from facts.platform import Platform
-
-from .once import cached_fact, noop, passed_at_prepare, read_once
+from genai_workstation.hostfacts import fact, noop, passed_at_prepare, read_once
 
 PLATFORMS = ("auto", "wsl2", "linux")
 
@@ -83,7 +82,7 @@ def workstation_user(username: str, uid: int, gid: int, groups: list[str] | None
     groups = list(groups or [])
     if passed_at_prepare():
         return
-    account = cached_fact(Account, username=name, uid=uid, groups=groups)
+    account = fact(Account, username=name, uid=uid, groups=groups)
     user = account.get("user")
     existing_groups = account.get("groups") or {}
 

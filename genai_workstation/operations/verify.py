@@ -18,8 +18,8 @@ from facts.packages import ForbiddenNvidiaPackages
 from facts.platform import DockerCli, Platform
 from facts.probe import WriteProbe
 from genai_workstation.findings import ERROR, SKIPPED, Finding, Report
+from genai_workstation.hostfacts import read_once, read_together
 from genai_workstation.hostmodel import HostModel, host_model
-from genai_workstation.operations.once import read_facts_once, read_once
 from genai_workstation.stacks.verify import StackSpec, stack_findings
 from genai_workstation.verify import evaluate_workstation
 
@@ -28,7 +28,7 @@ def read_workstation_facts(data: HostModel) -> dict:
     """Every fact the workstation checks need, read now, in one remote command."""
     platform = read_once(Platform)  # kernel, distribution, init: no run changes them
     specs = workstation_fact_specs(data, platform)
-    facts = dict(zip(specs, read_facts_once(list(specs.values())), strict=True))
+    facts = dict(zip(specs, read_together(list(specs.values())), strict=True))
     facts.setdefault("gpus", None)
     facts.setdefault("forbidden", [])
     facts["platform"] = platform

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
 from facts.filesystem import PathStates, is_windows_mount
+from genai_workstation.hostfacts import fact, noop, passed_at_prepare
 from genai_workstation.layout import Layout, default_models_dir
-
-from .once import cached_fact, noop, passed_at_prepare
 
 # Local Linux filesystems that keep owners, modes and mmap-friendly speed across reboots.
 ALLOWED_FSTYPES = ("ext4", "ext3", "xfs", "btrfs", "zfs", "f2fs", "bcachefs")
@@ -67,7 +66,7 @@ def tree(root: str, uid: int, gid: int, models_dir: str | None = None, mode: str
     paths = workspace_paths(root, models_dir)
     if passed_at_prepare():
         return
-    states = cached_fact(PathStates, paths=paths)
+    states = fact(PathStates, paths=paths)
     problems, seen = [], set()
     for path in paths:
         state = states.get(path) or {}

@@ -9,9 +9,9 @@ from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
 from facts.packages import NVIDIA_WSL_REASON, ForbiddenNvidiaPackages
 from facts.wsl import WslConf, merge_wsl_conf
+from genai_workstation.hostfacts import fact, noop, passed_at_prepare
 
 from . import atomic
-from .once import noop, passed_at_prepare
 
 WSL_CONF = "/etc/wsl.conf"
 
@@ -42,7 +42,7 @@ def conf(section: str, key: str, value: str, path: str = WSL_CONF):
     + value: wanted value, e.g. ``true``
     + path: the file (default /etc/wsl.conf)
     """
-    current = host.get_fact(WslConf)
+    current = fact(WslConf)
     raw = (current.get("raw") or "") if current.get("exists") else ""
     wanted = merge_wsl_conf(raw, section, key, value)
     if current.get("exists") and wanted == raw:
@@ -62,7 +62,7 @@ def no_linux_driver():
     """
     if passed_at_prepare():
         return
-    found = list(host.get_fact(ForbiddenNvidiaPackages) or [])
+    found = list(fact(ForbiddenNvidiaPackages) or [])
     if found:
         raise OperationError(
             f"Linux NVIDIA driver packages installed inside WSL2: {', '.join(found)}. "

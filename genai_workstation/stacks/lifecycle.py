@@ -9,7 +9,9 @@ Pure functions (no pyinfra, no I/O) so they are tested without a host:
 - the shell pieces (``genai_workstation.stacks.scripts``, re-exported here): :func:`up_script`
   brings a config up, verifies it, marks it good, or restores the last good config and fails
   saying which check failed and what it restored; :func:`snapshot_script`,
-  :func:`restore_commands` keep and restore configs under ``.history/``.
+  :func:`restore_commands` keep and restore configs under ``.history/``;
+- the names a deployed stack shares with the facts that read it (labels, the files below,
+  snapshot names) come from ``genai_workstation.stack_names``, a leaf facts/ may import.
 
 Layout of a deployed stack (``<workspace>/stacks/<name>/``)::
 
@@ -25,48 +27,27 @@ Layout of a deployed stack (``<workspace>/stacks/<name>/``)::
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass, field
 
 from ..layout import stack_dir  # noqa: F401 (lc.stack_dir: the one formula, in layout.py)
+from ..stack_names import (  # noqa: F401 (the names a deployed stack shares with facts/)
+    BUILD_HASH_LABEL,
+    CONFIG_HASH_LABEL,
+    DEPLOYED_HASH_FILE,
+    GENAI_DIR,
+    HISTORY_DIR,
+    MANIFEST_FILE,
+    TEMP_DIR,
+    VERIFIED_FILE,
+    hash_matches,
+    parse_snapshot_name,
+    q,
+    snapshot_name,
+)
 
-GENAI_DIR = ".genai"
-DEPLOYED_HASH_FILE = f"{GENAI_DIR}/config.sha256"
-# Written only after a run verified the config (health + the stack's checks). It travels with
-# the config into .history/, so a snapshot is good when its mark equals its own hash.
-VERIFIED_FILE = f"{GENAI_DIR}/verified"
-MANIFEST_FILE = f"{GENAI_DIR}/manifest"
-TEMP_DIR = f"{GENAI_DIR}/tmp"
-HISTORY_DIR = ".history"
-BUILD_HASH_LABEL = "genai.build-hash"
-CONFIG_HASH_LABEL = "genai.config-hash"
 LOG_LINES = 50
 
-_SNAPSHOT = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{6,64}|none)(-rollback)?$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def q(value) -> str:
-    return shlex.quote(str(value))
-
-
-def snapshot_name(timestamp: str, config_hash: str | None, rollback: bool = False) -> str:
-    """``20261123T094200Z-ab12cd34ef56`` (``-rollback`` when taken by deploys/rollback.py)."""
-    short = (config_hash or "none")[:12]
-    return f"{timestamp}-{short}{'-rollback' if rollback else ''}"
-
-
-def parse_snapshot_name(name: str) -> dict | None:
-    match = _SNAPSHOT.match(name)
-    if not match:
-        return None
-    return {"name": name, "timestamp": match.group(1), "hash": match.group(2),
-            "origin": "rollback" if match.group(3) else "deploy"}
-
-
-def hash_matches(short_or_full: str | None, full: str | None) -> bool:
-    return bool(short_or_full and full and (full.startswith(short_or_full)
-                                            or short_or_full.startswith(full)))
 
 
 # ------------------------------------------------------------------------------- decisions

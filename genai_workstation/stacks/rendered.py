@@ -5,7 +5,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 
-LABEL = "genai"  # label prefix, shared with the lifecycle and facts/compose.py
+from ..stack_names import LABEL  # noqa: F401 (the label prefix, shared with facts/)
+
 HASH_PLACEHOLDER = "@@GENAI_CONFIG_HASH@@"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from ..stack_names import DEVICE_MARK, device_probe_command
 from .lifecycle import (
     _SAFE_NAME,
     DEPLOYED_HASH_FILE,
@@ -53,25 +54,6 @@ def compose_up(timeout: int) -> str:
     return (f"docker compose up -d --remove-orphans --wait --wait-timeout {int(timeout)}")
 
 
-def device_probe_command(service: str, probe: str, url: str | None = None) -> str:
-    """Print ``@@genai:device <name>`` for the GPU the app in ``service`` reports.
-
-    ``comfyui``: GET ``url`` (the app's /system_stats) from inside its container (python3 is in
-    every app image), take ``devices[0].name``. ``forge``: Forge logs ``Device: cuda:0 <name>``
-    at start; its API has no device name (/sdapi/v1/memory has sizes only). The render names
-    the probe of each app (``stacks.rendered.GpuCheck``).
-    """
-    svc = q(service)
-    if probe == "comfyui" and url:
-        code = ("import json,urllib.request as u;"
-                f"d=json.load(u.urlopen({url!r},timeout=20))['devices'];"
-                "print('@@genai:device '+(d[0]['name'] if d else ''))")
-        runner = 'p=$(command -v python3 || command -v python); exec "$p" -c "$1"'
-        return f"docker compose exec -T {svc} sh -c {q(runner)} sh {q(code)} 2>&1"
-    if probe == "forge":
-        return (f"docker compose logs --no-color --no-log-prefix {svc} 2>&1 "
-                "| sed -n 's/^.*Device: \\(.*\\)$/@@genai:device \\1/p' | tail -n 1")
-    raise ValueError(f"unknown device probe {probe!r}")
 
 
 def build_argv(build: dict, project_dir: str) -> list[str]:
@@ -91,7 +73,7 @@ def gpu_check_script(checks: list[GpuCheck]) -> str:
         service, expected = check.service, check.expected
         probe = device_probe_command(service, check.probe, check.url)
         lines.append(
-            f"seen=$({probe} | sed -n 's/^@@genai:device //p' "
+            f"seen=$({probe} | sed -n 's/^{DEVICE_MARK}//p' "
             "| tail -n 1); "
             f"case \"$(printf %s \"$seen\" | tr A-Z a-z)\" in "
             f"*{q(expected.lower())}*) echo \"GPU check: {service} runs on $seen\";; "

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyinfra import host
-
 from facts.compose import AppDevice, ComposeProject
 from facts.filesystem import PathStates
 from facts.probe import HttpStatus
 from genai_workstation.findings import Finding
+from genai_workstation.hostfacts import fact
 
 from . import checks
 from . import lifecycle as lc
@@ -37,7 +36,7 @@ def stack_findings(host_name: str, spec: StackSpec) -> list[Finding]:
         return [Finding(host_name, f"stack {stack}", "renders from the inventory",
                         spec.error or "not rendered", "fix the inventory, then " + fix)]
     rendered, project_dir = spec.rendered, spec.project_dir
-    project = host.get_fact(ComposeProject, project_dir=project_dir)
+    project = fact(ComposeProject, project_dir=project_dir)
     if not project.get("exists"):
         return [Finding(host_name, f"stack {stack}", "deployed",
                         f"{project_dir}/compose.yaml missing", fix)]
@@ -56,7 +55,7 @@ def stack_findings(host_name: str, spec: StackSpec) -> list[Finding]:
     for check in rendered.gpu_checks:
         if check.service in stopped:  # no app to ask; already reported above
             continue
-        seen = host.get_fact(AppDevice, project_dir=project_dir, service=check.service,
+        seen = fact(AppDevice, project_dir=project_dir, service=check.service,
                              probe=check.probe, url=check.url)
         mismatch = lc.gpu_mismatch(check.expected, seen.get("name"))
         if mismatch:
@@ -77,12 +76,12 @@ def _deployed_findings(host_name: str, spec: StackSpec, project: dict,
     secret_files = rendered.secret_paths()
     if secret_files:
         uid, gid = spec.owner
-        states = host.get_fact(PathStates, paths=[f"{project_dir}/{rel}" for rel in secret_files])
+        states = fact(PathStates, paths=[f"{project_dir}/{rel}" for rel in secret_files])
         found += checks.secret_file_findings(host_name, project_dir, secret_files, states, uid,
                                              gid, fix)
     targets = checks.auth_targets(rendered.auth_checks, project)
     if targets:
-        answers = host.get_fact(HttpStatus, urls=sorted({url for _, url in targets}))
+        answers = fact(HttpStatus, urls=sorted({url for _, url in targets}))
         found += checks.auth_findings(host_name, stack, project_dir, targets, answers, fix)
     return found
 
