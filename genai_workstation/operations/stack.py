@@ -21,7 +21,7 @@ import posixpath
 from datetime import datetime, timezone
 from io import BytesIO, StringIO
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import StringCommand, operation
 from pyinfra.operations import files
 
@@ -35,6 +35,7 @@ from facts.compose import (
 )
 from genai_workstation.operations import atomic
 from genai_workstation.stacks import lifecycle as lc
+from genai_workstation.stacks import service_changes
 
 
 def as_plain(rendered) -> dict:
@@ -44,7 +45,7 @@ def as_plain(rendered) -> dict:
     else:
         data = {key: getattr(rendered, key, None) for key in (
             "files", "config_hash", "image_build", "health", "expected_gpu", "published",
-            "services", "auth_checks")}
+            "services", "auth_checks", "service_hashes")}
     out_files = {}
     for relpath, item in (data.get("files") or {}).items():
         if isinstance(item, str):
@@ -72,6 +73,7 @@ def as_plain(rendered) -> dict:
     data["health"] = list(data.get("health") or [])
     data["expected_gpu"] = dict(data.get("expected_gpu") or {})
     data["services"] = lc.service_names(data.get("services") or [])
+    data["service_hashes"] = dict(data.get("service_hashes") or {})
     return data
 
 
@@ -263,7 +265,8 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
         image_hash = host.get_fact(ImageLabel, image=build["tag"], label=lc.BUILD_HASH_LABEL)
     facts = {"build_hash": (build or {}).get("build_hash"), "image_build_hash": image_hash,
              "files_changed": files_changed, "history_keep": history_keep,
-             "timestamp": timestamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")}
+             "timestamp": timestamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
+             "service_hashes": r["service_hashes"]}
     decision = lc.decide(config_hash, r["services"], project, **facts)
     if (decision.up or decision.verify) and project.get("exists"):
         # the way back needs the kept snapshots: read them only then (a converged run does not)
@@ -281,6 +284,10 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
         host.noop(f"stack {stack} is converged and verified (config {config_hash[:12]}, "
                   f"{len(r['services'])} service(s) running)")
         return
+
+    if decision.up and r["service_hashes"]:  # the plan says which services change
+        logger.info(f"{host.print_prefix}plan: "
+                    + service_changes.describe(stack, decision.recreate, decision.keep))
 
     if decision.snapshot:
         yield StringCommand(lc.snapshot_script(project_dir, decision.snapshot_name,
@@ -301,7 +308,8 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
             name=stack, project_dir=project_dir, config_hash=config_hash,
             timeout=health_timeout, rollback_to=decision.rollback_to,
             rollback_good=decision.rollback_good, gpu_checks=checks,
-            write_checks=write_checks(r), up=decision.up))
+            write_checks=write_checks(r), up=decision.up,
+            services=service_changes.only_these(decision.recreate, decision.keep)))
 
 
 @operation(is_idempotent=False)

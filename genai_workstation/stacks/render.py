@@ -36,6 +36,8 @@ from .errors import StackError
 from .forge_flags import FORGE_FLAGS, FORGE_FLAGS_REF, FORGE_REFUSED_FLAGS
 from .gpu_order import cuda_index
 from .proxy import GATE_PORT, auth_snippet, gate_config
+from .service_hash import apply as apply_service_hashes
+from .service_hash import file_part
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FILES_DIR = REPO_ROOT / "files"
@@ -44,8 +46,6 @@ LABEL = "genai"  # label prefix, shared with the lifecycle and facts/compose.py
 HASH_PLACEHOLDER = "@@GENAI_CONFIG_HASH@@"
 PROXY_IMAGE = "caddy:2"
 PROXY_FIRST_PORT = 8080
-# Slow keyed digest of secret file contents for the config hash (PBKDF2-HMAC-SHA256).
-SECRET_DIGEST_ITERATIONS = 200_000
 
 BUILTIN_STACKS = ("comfyui", "forge")
 
@@ -146,6 +146,8 @@ class RenderedStack:
     # exposed apps: a request without credentials to `url` must be refused by the proxy
     # [{"protects": app service, "url": published URL, "proxy_port": the proxy's own port}]
     auth_checks: list[dict] = field(default_factory=list)
+    # {service: hash of what its container depends on} (its genai.service-hash label)
+    service_hashes: dict[str, str] = field(default_factory=dict)
 
     def secret_paths(self) -> list[str]:
         return sorted(path for path, f in self.files.items() if f.secret)
@@ -859,7 +861,7 @@ class _Custom:
                 labels = dict(item.split("=", 1) if "=" in item else (item, "")
                               for item in labels)
             labels.update({f"{LABEL}.stack": self.name, f"{LABEL}.service": service,
-                           f"{LABEL}.config-hash": HASH_PLACEHOLDER})
+                           f"{LABEL}.service-hash": HASH_PLACEHOLDER})
             body["labels"] = labels
             for port in body.get("ports") or []:
                 address, number = _published_port(port)
@@ -907,6 +909,7 @@ def _env_quote(value: str) -> str:
 def _finish(stack: RenderedStack, data: _Data) -> RenderedStack:
     """Compute the config hash, put it in the labels, and check no secret leaked."""
     stack.config_hash = config_hash(stack.files, (data.workstation, stack.name))
+    apply_service_hashes(stack, (data.workstation, stack.name), HASH_PLACEHOLDER)
     for path, rendered in list(stack.files.items()):
         if rendered.secret or not isinstance(rendered.content, str):
             continue
@@ -934,11 +937,6 @@ def config_hash(files: Mapping[str, RenderedFile], context: tuple[str, ...]) -> 
     digest = hashlib.sha256(b"genai-workstation config v1\0")
     for path in sorted(files):
         rendered = files[path]
-        if rendered.secret:
-            salt = "\0".join(("genai-workstation/secret-file", *context, path)).encode()
-            part = hashlib.pbkdf2_hmac("sha256", rendered.data(), salt,
-                                       SECRET_DIGEST_ITERATIONS).hex()
-        else:
-            part = hashlib.sha256(rendered.data()).hexdigest()
+        part = file_part(path, rendered, context)
         digest.update(f"{path}\0{rendered.mode:o}\0{int(rendered.secret)}\0{part}\0".encode())
     return digest.hexdigest()

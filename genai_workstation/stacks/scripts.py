@@ -48,8 +48,12 @@ def restore_commands(snapshot: str) -> str:
             f"cp -a {s}/. .")
 
 
-def compose_up(timeout: int) -> str:
-    return (f"docker compose up -d --remove-orphans --wait --wait-timeout {int(timeout)}")
+def compose_up(timeout: int, services=()) -> str:
+    """``up`` of the whole config, or of ``services`` only (``--no-deps``: the others keep
+    running as they are; see genai_workstation.stacks.service_changes)."""
+    only = "".join(f" {q(s)}" for s in services)
+    return (f"docker compose up -d --remove-orphans --wait --wait-timeout {int(timeout)}"
+            + (f" --no-deps{only}" if only else ""))
 
 
 def device_probe_command(service: str, probe: str) -> str:
@@ -190,13 +194,14 @@ def _restore(n: str, short: str, timeout: int, target: str | None, good: bool,
 def up_script(*, name: str, project_dir: str, config_hash: str, timeout: int,
               rollback_to: str | None, gpu_checks: list[tuple[str, str, str]],
               write_checks: list[tuple[str, str]] = (), rollback_good: bool = False,
-              up: bool = True) -> str:
-    """Bring the config up (``up``; else it runs already), verify it (GPU, write checks),
-    mark it good; on a failed health wait or check restore ``rollback_to`` and fail."""
+              up: bool = True, services=()) -> str:
+    """Bring the config up (``up``; else it runs already; ``services``: only these), verify
+    it (GPU, write checks), mark it good; on a failed health wait or check restore
+    ``rollback_to`` (every service whose config differs in it) and fail."""
     n = _sh_text(name)
     short = config_hash[:12]
-    start = f"{compose_up(timeout)}; then {_record(DEPLOYED_HASH_FILE, config_hash)}" \
-        if up else ":; then :"
+    start = (f"{compose_up(timeout, services)}; then {_record(DEPLOYED_HASH_FILE, config_hash)}"
+             if up else ":; then :")
     return (
         f"cd {q(project_dir)} || exit 1; failed=''; "
         f"if {start}; "
