@@ -190,3 +190,29 @@ def test_up_script_names_only_the_recreated_services():
     assert "up -d --remove-orphans --wait --wait-timeout 60 --no-deps forge-b;" in head
     # the rollback restores the whole snapshot: Compose recreates what differs in it only
     assert "--no-deps" not in restore and "docker compose up -d --remove-orphans" in restore
+
+
+def test_drift_names_the_services_a_stack_change_would_recreate():
+    import logging
+    from types import SimpleNamespace
+
+    from genai_workstation.drift import run as drift_run
+
+    log = drift_run._PyinfraLog()
+    pyinfra_log = logging.getLogger("pyinfra.test-service-hash")
+    pyinfra_log.addHandler(log)
+    pyinfra_log.setLevel(logging.INFO)
+    try:
+        pyinfra_log.info("[ws1] plan: " + service_changes.describe(
+            "forge", ["forge-turbo"], ["forge-main", "proxy"]))
+        pyinfra_log.info("[ws1] noop: stack comfyui is converged and verified")
+        pyinfra_log.error("[ws2] Error: something failed")
+    finally:
+        pyinfra_log.removeHandler(log)
+    assert log.lines == ["[ws2] Error: something failed"]  # errors only, as before
+    ws1, ws2 = SimpleNamespace(print_prefix="[ws1] "), SimpleNamespace(print_prefix="[ws2] ")
+    op = "Stack | Stack forge: render, build, up, health"
+    assert drift_run._stack_plan(log.plans, ws1, op) == \
+        " (recreate forge-turbo; keep running forge-main, proxy)"
+    assert drift_run._stack_plan(log.plans, ws2, op) == ""
+    assert drift_run._stack_plan(log.plans, ws1, "Stack | Stack comfyui: render") == ""
