@@ -216,3 +216,13 @@ def test_drift_names_the_services_a_stack_change_would_recreate():
         " (recreate forge-turbo; keep running forge-main, proxy)"
     assert drift_run._stack_plan(log.plans, ws2, op) == ""
     assert drift_run._stack_plan(log.plans, ws1, "Stack | Stack comfyui: render") == ""
+
+
+def test_a_failed_service_with_nothing_to_restore_stops_alone():
+    script = lc.up_script(name="forge", project_dir="/s/forge", config_hash="d" * 64,
+                          timeout=60, rollback_to=None, gpu_checks=[], services=["forge-b"])
+    assert "stopping forge-b\" >&2; docker compose stop forge-b >&2" in script
+    assert "docker compose down" not in script  # forge-a and the proxy keep running
+    whole = lc.up_script(name="forge", project_dir="/s/forge", config_hash="d" * 64,
+                         timeout=60, rollback_to=None, gpu_checks=[])
+    assert "docker compose down --remove-orphans" in whole  # a first deploy that fails

@@ -165,13 +165,16 @@ def _record(path: str, value: str) -> str:
 
 
 def _restore(n: str, short: str, timeout: int, target: str | None, good: bool,
-             started: bool) -> str:
+             started: bool, services=()) -> str:
     """sh, after a failure (``$failed`` says which): restore ``target``, bring it up, exit 1.
-    Without a target a config this run ``started`` is stopped (as a first deploy that fails);
-    one that ran before the run is left running."""
+    Without a target a config this run ``started`` is stopped (as a first deploy that fails;
+    when it started some ``services`` only, those, the others keep running); one that ran
+    before the run is left running."""
+    only = " ".join(q(s) for s in services)
     stop = (f"echo \"genai: stack {n}: config {short} failed $failed, and there is no "
-            f"previous config to restore; stopping it\" >&2; "
-            "docker compose down --remove-orphans >&2") if started else (
+            f"previous config to restore; stopping {_sh_text(only) or 'it'}\" >&2; "
+            + (f"docker compose stop {only} >&2" if only else
+               "docker compose down --remove-orphans >&2")) if started else (
             f"echo \"genai: stack {n}: config {short} failed $failed, and no verified config "
             f"is kept to restore; it is left running. Fix the inventory and run again.\" >&2")
     if not target:
@@ -220,7 +223,7 @@ def up_script(*, name: str, project_dir: str, config_hash: str, timeout: int,
         f"echo \"--- last {LOG_LINES} log lines ---\" >&2; "
         f"docker compose logs --no-color --tail {LOG_LINES} >&2; "
         "fi; "
-        f"{_restore(n, short, timeout, rollback_to, rollback_good, up)}"
+        f"{_restore(n, short, timeout, rollback_to, rollback_good, up, services)}"
     )
 
 
