@@ -37,7 +37,7 @@ from .forge_flags import FORGE_FLAGS, FORGE_FLAGS_REF, FORGE_REFUSED_FLAGS
 from .gpu_order import cuda_index
 from .proxy import GATE_PORT, auth_snippet, gate_config
 from .service_hash import apply as apply_service_hashes
-from .service_hash import file_part
+from .service_hash import file_part, file_parts
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FILES_DIR = REPO_ROOT / "files"
@@ -908,8 +908,10 @@ def _env_quote(value: str) -> str:
 
 def _finish(stack: RenderedStack, data: _Data) -> RenderedStack:
     """Compute the config hash, put it in the labels, and check no secret leaked."""
-    stack.config_hash = config_hash(stack.files, (data.workstation, stack.name))
-    apply_service_hashes(stack, (data.workstation, stack.name), HASH_PLACEHOLDER)
+    context = (data.workstation, stack.name)
+    parts = file_parts(stack.files, context)
+    stack.config_hash = config_hash(stack.files, context, parts)
+    apply_service_hashes(stack, context, HASH_PLACEHOLDER, parts)
     for path, rendered in list(stack.files.items()):
         if rendered.secret or not isinstance(rendered.content, str):
             continue
@@ -927,16 +929,18 @@ def _finish(stack: RenderedStack, data: _Data) -> RenderedStack:
     return stack
 
 
-def config_hash(files: Mapping[str, RenderedFile], context: tuple[str, ...]) -> str:
+def config_hash(files: Mapping[str, RenderedFile], context: tuple[str, ...],
+                parts: Mapping[str, str] | None = None) -> str:
     """sha256 over every file; secret files enter through a slow keyed digest only.
 
     Non-secret files contribute their sha256. A secret file contributes
-    PBKDF2-HMAC-SHA256(content, salt=host/stack/path), so the hash (shown in container labels)
-    changes when a secret changes but is no cheap oracle for guessing it.
+    PBKDF2-HMAC-SHA256(content, salt=host/stack/path), so the hash (and the service hashes of
+    the container labels, built from the same parts) changes when a secret changes but is no
+    cheap oracle for guessing it.
     """
     digest = hashlib.sha256(b"genai-workstation config v1\0")
     for path in sorted(files):
         rendered = files[path]
-        part = file_part(path, rendered, context)
+        part = parts[path] if parts else file_part(path, rendered, context)
         digest.update(f"{path}\0{rendered.mode:o}\0{int(rendered.secret)}\0{part}\0".encode())
     return digest.hexdigest()

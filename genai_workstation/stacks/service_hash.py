@@ -53,12 +53,20 @@ def file_part(path: str, rendered, context: tuple[str, ...]) -> str:
     return hashlib.sha256(rendered.data()).hexdigest()
 
 
-def service_hashes(files: Mapping, context: tuple[str, ...], build=None) -> dict[str, str]:
+def file_parts(files: Mapping, context: tuple[str, ...]) -> dict[str, str]:
+    """{path: file_part} of every rendered file, computed once for the stack hash and the
+    service hashes (a secret's keyed digest is slow on purpose)."""
+    return {path: file_part(path, rendered, context) for path, rendered in files.items()}
+
+
+def service_hashes(files: Mapping, context: tuple[str, ...], build=None,
+                   parts: dict[str, str] | None = None) -> dict[str, str]:
     """{service: sha256} for every service of ``files["compose.yaml"]`` (rendered, with the
-    label placeholders still in it). ``build``: the stack's ImageBuild (tag, build_hash)."""
+    label placeholders still in it). ``build``: the stack's ImageBuild (tag, build_hash);
+    ``parts``: file_parts, when already computed."""
     document = _compose(files)
     services = document.get("services") or {}
-    parts: dict[str, str] = {}
+    parts = dict(parts or {})
 
     def part(path: str) -> str:
         if path not in parts:
@@ -103,12 +111,11 @@ def label_services(text: str, hashes: Mapping[str, str], placeholder: str) -> st
             continue
         indent = depth if indent is None else indent
         if depth == indent:
-            key = yaml.safe_load(stripped[:-1]) if stripped.endswith(":") else None
-            current = None if key is None else str(key)
+            current = stripped[:-1].strip().strip("'\"") if stripped.endswith(":") else None
         elif current in hashes and placeholder in line:
             lines[number] = line.replace(placeholder, hashes[current])
     result = "".join(lines)
-    labelled = (yaml.safe_load(result) or {}).get("services") or {}
+    labelled = (_load(result) or {}).get("services") or {}
     for name, value in hashes.items():
         labels = _labels(labelled.get(name) or {})
         if labels.get(SERVICE_HASH_LABEL) != value:
@@ -117,12 +124,13 @@ def label_services(text: str, hashes: Mapping[str, str], placeholder: str) -> st
     return result
 
 
-def apply(stack, context: tuple[str, ...], placeholder: str) -> None:
+def apply(stack, context: tuple[str, ...], placeholder: str,
+          parts: dict[str, str] | None = None) -> None:
     """Set ``stack.service_hashes`` and write each one into its service's label."""
     compose = stack.files.get("compose.yaml")
     if compose is None or not isinstance(compose.content, str):
         return
-    stack.service_hashes = service_hashes(stack.files, context, stack.image_build)
+    stack.service_hashes = service_hashes(stack.files, context, stack.image_build, parts)
     text = label_services(compose.content, stack.service_hashes, placeholder)
     stack.files["compose.yaml"] = dataclasses.replace(compose, content=text)
 
@@ -134,8 +142,13 @@ def _compose(files: Mapping) -> dict:
     rendered = files.get("compose.yaml")
     if rendered is None:
         return {}
-    document = yaml.safe_load(rendered.data().decode("utf-8"))
+    document = _load(rendered.data().decode("utf-8"))
     return document if isinstance(document, dict) else {}
+
+
+def _load(text: str):
+    """yaml.safe_load, with libyaml's loader when PyYAML has it (several times faster)."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _labels(body: dict) -> dict:
