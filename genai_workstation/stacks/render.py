@@ -907,7 +907,7 @@ def _env_quote(value: str) -> str:
 
 
 def _finish(stack: RenderedStack, data: _Data) -> RenderedStack:
-    """Compute the config hash, put it in the labels, and check no secret leaked."""
+    """Compute the config hash and each service's hash (its label), check no secret leaked."""
     context = (data.workstation, stack.name)
     parts = file_parts(stack.files, context)
     stack.config_hash = config_hash(stack.files, context, parts)
