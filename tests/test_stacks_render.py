@@ -224,8 +224,8 @@ def test_config_hash_is_deterministic_and_tracks_settings(tmp_path):
     assert first.config_hash == again.config_hash
     assert {p: f.data() for p, f in first.files.items()} == \
         {p: f.data() for p, f in again.files.items()}
-    assert compose(first)["services"]["comfyui"]["labels"]["genai.config-hash"] == \
-        first.config_hash
+    assert compose(first)["services"]["comfyui"]["labels"]["genai.service-hash"] == \
+        first.service_hashes["comfyui"]
 
     port = render_stack("comfyui", load(tmp_path, COMFY_EXPOSED.replace("port: 8443",
                                                                         "port: 9443")),
@@ -373,7 +373,8 @@ def test_custom_stack_renders_vars_and_keeps_secrets_in_0600_files(tmp_path):
     assert render_stack("speech", data, {}).config_hash == stack.config_hash
     document = compose(stack)
     assert document["services"]["whisper"]["image"] == "whisper:2"
-    assert document["services"]["whisper"]["labels"]["genai.config-hash"] == stack.config_hash
+    assert document["services"]["whisper"]["labels"]["genai.service-hash"] == \
+        stack.service_hashes["whisper"]
     assert stack.files["secrets.env"].mode == 0o600 and stack.files["secrets.env"].secret
     assert stack.files["secrets/SPEECH_KEY"].content == CUSTOM_SECRET
     assert stack.files["config.txt"].content == b"plain file\n"
@@ -423,7 +424,7 @@ def test_compose_files_are_valid_for_compose_v2(tmp_path, body, name):
     assert config["name"] == stack.project
     for service_name, service in config["services"].items():
         assert service["init"] is True
-        assert service["labels"]["genai.config-hash"] == stack.config_hash
+        assert service["labels"]["genai.service-hash"] == stack.service_hashes[service_name]
         for port in service.get("ports", []):
             if service_name != "proxy":
                 assert port["host_ip"] == "127.0.0.1"

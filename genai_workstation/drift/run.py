@@ -32,6 +32,7 @@ from genai_workstation.findings import CONFIG, ERROR, Finding, Report
 from genai_workstation.loader import REPO_ROOT, Inventory
 
 DEFAULT_CONNECT_TIMEOUT = 10
+PLAN_MARK = "plan: stack "  # the stack operation's log line saying which services it recreates
 
 
 def check(inventory: Inventory, hosts: list[str], deploy: str,
@@ -60,15 +61,16 @@ def check(inventory: Inventory, hosts: list[str], deploy: str,
                               _plan_fix(deploy, host.name)))
         elif ran:
             prepared.append(host)
-    for finding in config_findings(state, prepared, by_pyinfra_name, deploy):
+    for finding in config_findings(state, prepared, by_pyinfra_name, deploy, log.plans):
         report.add(finding)
     return report
 
 
 def config_findings(state: State, hosts: list, names: dict[str, str],
-                    deploy: str) -> list[Finding]:
+                    deploy: str, plans: list[str] = ()) -> list[Finding]:
     """An operation that would change a host (as `hosts_with_change` of `pyinfra --dry
-    --json`), in the run's operation order."""
+    --json`), in the run's operation order; a stack's says which services it would recreate
+    and which keep running (the operation's `plan:` log lines)."""
     found = []
     for op_hash in state.get_op_order():
         meta = state.get_op_meta(op_hash)
@@ -79,8 +81,9 @@ def config_findings(state: State, hosts: list, names: dict[str, str],
             with ctx_host.use(host):
                 if not op_data.operation_meta.will_change:
                     continue
+            what = "a converge would change this" + _stack_plan(plans, host, _op_name(meta))
             found.append(Finding(names[host.name], _op_name(meta),
-                                 "converged (no change planned)", "a converge would change this",
+                                 "converged (no change planned)", what,
                                  f"pyinfra inventory.py {deploy} --limit {host.name}",
                                  kind=CONFIG))
     return found
@@ -146,6 +149,16 @@ def _deploy_path(deploy: str) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+def _stack_plan(plans, host, op_name: str) -> str:
+    """`` (recreate forge-turbo; keep running forge-main, proxy)`` for a stack operation."""
+    for line in plans:
+        head, _, plan = line.partition(PLAN_MARK)
+        stack, _, services = plan.partition(": ")
+        if head.startswith(host.print_prefix) and f"Stack {stack}: " in op_name:
+            return f" ({services})"
+    return ""
+
+
 def _op_name(meta) -> str:
     """An operation's name as pyinfra's CLI prints it (its first name, then its arguments)."""
     name = sorted(meta.names)[0]
@@ -162,14 +175,21 @@ def _error(host: str, item: str, expected: str, actual: str, fix: str) -> Findin
 
 
 class _PyinfraLog(logging.Handler):
-    """pyinfra's log, kept (not printed): the error lines a failed host left."""
+    """pyinfra's log, kept (not printed): the error lines a failed host left, and the stacks'
+    ``plan: stack X: recreate ...; keep running ...`` lines (genai_workstation/operations/
+    stack.py)."""
 
     def __init__(self):
-        super().__init__(logging.WARNING)
+        super().__init__(logging.INFO)
         self.lines: list[str] = []
+        self.plans: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            self.lines.append(message)
+        elif PLAN_MARK in message:
+            self.plans.append(message)
 
     def last_error(self, host) -> str:
         mine = [line for line in self.lines if line.startswith(host.print_prefix)]
@@ -181,4 +201,5 @@ def _capture_pyinfra_log() -> _PyinfraLog:
     logger = logging.getLogger("pyinfra")
     logger.handlers = [handler]
     logger.propagate = False
+    logger.setLevel(logging.INFO)
     return handler

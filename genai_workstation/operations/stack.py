@@ -21,7 +21,7 @@ import posixpath
 from datetime import datetime, timezone
 from io import BytesIO, StringIO
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import StringCommand, operation
 from pyinfra.operations import files
 
@@ -30,6 +30,7 @@ from facts.filesystem import PathDigests, SecretFiles
 from genai_workstation.hostfacts import fact
 from genai_workstation.operations import atomic
 from genai_workstation.stacks import lifecycle as lc
+from genai_workstation.stacks import service_changes
 from genai_workstation.stacks.rendered import GpuCheck, HealthCheck
 
 
@@ -41,7 +42,7 @@ def as_plain(rendered) -> dict:
     else:
         data = {key: getattr(rendered, key, None) for key in (
             "files", "config_hash", "image_build", "health", "gpu_checks", "published",
-            "services")}
+            "services", "service_hashes")}
     out_files = {}
     for relpath, item in (data.get("files") or {}).items():
         if isinstance(item, str):
@@ -69,6 +70,7 @@ def as_plain(rendered) -> dict:
     data["health"] = [_typed(HealthCheck, c) for c in data.get("health") or []]
     data["gpu_checks"] = [_typed(GpuCheck, c) for c in data.get("gpu_checks") or []]
     data["services"] = lc.service_names(data.get("services") or [])
+    data["service_hashes"] = dict(data.get("service_hashes") or {})
     return data
 
 
@@ -264,7 +266,8 @@ def converge(stack: str, rendered, project_dir: str, *, user: str, uid: int, gid
         image_hash = fact(ImageLabel, image=build["tag"], label=lc.BUILD_HASH_LABEL)
     facts = {"build_hash": (build or {}).get("build_hash"), "image_build_hash": image_hash,
              "files_changed": files_changed, "history_keep": history_keep,
-             "timestamp": timestamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")}
+             "timestamp": timestamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
+             "service_hashes": r["service_hashes"]}
     decision = lc.decide(config_hash, r["services"], project, **facts)
     if (decision.up or decision.verify) and project.get("exists"):
         # the way back needs the kept snapshots: read them only then (a converged run does not)
@@ -282,6 +285,10 @@ def converge(stack: str, rendered, project_dir: str, *, user: str, uid: int, gid
         host.noop(f"stack {stack} is converged and verified (config {config_hash[:12]}, "
                   f"{len(r['services'])} service(s) running)")
         return
+
+    if decision.up and r["service_hashes"]:  # the plan says which services change
+        logger.info(f"{host.print_prefix}plan: "
+                    + service_changes.describe(stack, decision.recreate, decision.keep))
 
     if decision.snapshot:
         yield StringCommand(lc.snapshot_script(project_dir, decision.snapshot_name,
@@ -302,7 +309,8 @@ def converge(stack: str, rendered, project_dir: str, *, user: str, uid: int, gid
             name=stack, project_dir=project_dir, config_hash=config_hash,
             timeout=health_timeout, rollback_to=decision.rollback_to,
             rollback_good=decision.rollback_good, gpu_checks=checks,
-            write_checks=write_checks(r), up=decision.up))
+            write_checks=write_checks(r), up=decision.up,
+            services=service_changes.only_these(decision.recreate, decision.keep)))
 
 
 @operation(is_idempotent=False)

@@ -108,7 +108,7 @@ class _Custom:
                 labels = dict(item.split("=", 1) if "=" in item else (item, "")
                               for item in labels)
             labels.update({f"{LABEL}.stack": self.name, f"{LABEL}.service": service,
-                           f"{LABEL}.config-hash": HASH_PLACEHOLDER})
+                           f"{LABEL}.service-hash": HASH_PLACEHOLDER})
             body["labels"] = labels
             for port in body.get("ports") or []:
                 address, number = _published_port(port)

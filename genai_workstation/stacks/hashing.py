@@ -8,14 +8,20 @@ from collections.abc import Mapping
 from .context import _Data
 from .errors import StackError
 from .rendered import HASH_PLACEHOLDER, RenderedFile, RenderedStack
-
-# Slow keyed digest of secret file contents for the config hash (PBKDF2-HMAC-SHA256).
-SECRET_DIGEST_ITERATIONS = 200_000
+from .service_hash import (
+    SECRET_DIGEST_ITERATIONS,  # noqa: F401 (re-exported)
+    file_part,
+    file_parts,
+)
+from .service_hash import apply as apply_service_hashes
 
 
 def _finish(stack: RenderedStack, data: _Data) -> RenderedStack:
-    """Compute the config hash, put it in the labels, and check no secret leaked."""
-    stack.config_hash = config_hash(stack.files, (data.workstation, stack.name))
+    """Compute the config hash and each service's hash (its label), check no secret leaked."""
+    context = (data.workstation, stack.name)
+    parts = file_parts(stack.files, context)
+    stack.config_hash = config_hash(stack.files, context, parts)
+    apply_service_hashes(stack, context, HASH_PLACEHOLDER, parts)
     for path, rendered in list(stack.files.items()):
         if rendered.secret or not isinstance(rendered.content, str):
             continue
@@ -33,21 +39,18 @@ def _finish(stack: RenderedStack, data: _Data) -> RenderedStack:
     return stack
 
 
-def config_hash(files: Mapping[str, RenderedFile], context: tuple[str, ...]) -> str:
+def config_hash(files: Mapping[str, RenderedFile], context: tuple[str, ...],
+                parts: Mapping[str, str] | None = None) -> str:
     """sha256 over every file; secret files enter through a slow keyed digest only.
 
     Non-secret files contribute their sha256. A secret file contributes
-    PBKDF2-HMAC-SHA256(content, salt=host/stack/path), so the hash (shown in container labels)
-    changes when a secret changes but is no cheap oracle for guessing it.
+    PBKDF2-HMAC-SHA256(content, salt=host/stack/path), so the hash (and the service hashes of
+    the container labels, built from the same parts) changes when a secret changes but is no
+    cheap oracle for guessing it.
     """
     digest = hashlib.sha256(b"genai-workstation config v1\0")
     for path in sorted(files):
         rendered = files[path]
-        if rendered.secret:
-            salt = "\0".join(("genai-workstation/secret-file", *context, path)).encode()
-            part = hashlib.pbkdf2_hmac("sha256", rendered.data(), salt,
-                                       SECRET_DIGEST_ITERATIONS).hex()
-        else:
-            part = hashlib.sha256(rendered.data()).hexdigest()
+        part = parts[path] if parts else file_part(path, rendered, context)
         digest.update(f"{path}\0{rendered.mode:o}\0{int(rendered.secret)}\0{part}\0".encode())
     return digest.hexdigest()

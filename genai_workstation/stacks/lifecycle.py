@@ -64,6 +64,9 @@ class Decision:
     rollback_to: str | None = None  # restored when the new config fails health or checks
     rollback_good: bool = False  # rollback_to was verified (else: merely the previous one)
     reasons: list[str] = field(default_factory=list)
+    # per-service mode (service_hashes given): services `up` recreates, and those left running
+    recreate: list[str] = field(default_factory=list)
+    keep: list[str] = field(default_factory=list)
 
     @property
     def noop(self) -> bool:
@@ -98,7 +101,7 @@ def not_running(project: dict, wanted: list[str]) -> list[str]:
 def decide(config_hash: str, services, project: dict, *, build_hash: str | None = None,
            image_build_hash: str | None = None, files_changed: bool = False,
            history: list[dict] | None = None, timestamp: str = "00000000T000000Z",
-           history_keep: int = 5) -> Decision:
+           history_keep: int = 5, service_hashes: dict | None = None) -> Decision:
     """Compare the wanted stack with the facts.
 
     ``config_hash``: the rendered config's hash; ``project``: the ComposeProject fact;
@@ -106,7 +109,9 @@ def decide(config_hash: str, services, project: dict, *, build_hash: str | None 
     ``image_build_hash``: the ``genai.build-hash`` label of the local image (ImageLabel fact);
     ``files_changed``: some rendered file differs from the host's copy; ``history``: the
     StackHistory fact (snapshots with their ``good`` mark); ``timestamp``: the name of a new
-    snapshot; ``history_keep``: snapshots kept (the last good one is never pruned).
+    snapshot; ``history_keep``: snapshots kept (the last good one is never pruned);
+    ``service_hashes``: {service: hash} of the rendered stack, compared with each container's
+    ``genai.service-hash`` label (service_changes.compare) to say which services change.
     """
     decision = Decision()
     deployed = project.get("config_hash")
@@ -119,15 +124,10 @@ def decide(config_hash: str, services, project: dict, *, build_hash: str | None 
         decision.up = True
         decision.reasons.append("first deploy" if not deployed
                                 else f"config changed ({deployed[:12]} -> {config_hash[:12]})")
-    running = project.get("running_hashes") or []
-    if running and any(h != config_hash for h in running):
-        decision.up = True
-        decision.reasons.append("containers run another config ("
-                                + ", ".join(h[:12] for h in running) + ")")
-    down = not_running(project, service_names(services))
-    if down:
-        decision.up = True
-        decision.reasons.append("not running: " + ", ".join(down))
+    if service_hashes:
+        _per_service(decision, service_hashes, project)
+    else:
+        _whole_stack(decision, config_hash, services, project)
     if files_changed and not decision.up:
         decision.up = True
         decision.reasons.append("rendered files differ from the host's copy")
@@ -140,6 +140,30 @@ def decide(config_hash: str, services, project: dict, *, build_hash: str | None 
         _plan_rollback(decision, config_hash, project, list(history or []), timestamp,
                        history_keep)
     return decision
+
+
+def _whole_stack(decision: Decision, config_hash: str, services, project: dict) -> None:
+    """Without per-service hashes (a hand-made rendered stack): every container must carry
+    the stack's hash in its ``genai.config-hash`` label, and run."""
+    running = project.get("running_hashes") or []
+    if running and any(h != config_hash for h in running):
+        decision.up = True
+        decision.reasons.append("containers run another config ("
+                                + ", ".join(h[:12] for h in running) + ")")
+    down = not_running(project, service_names(services))
+    if down:
+        decision.up = True
+        decision.reasons.append("not running: " + ", ".join(down))
+
+
+def _per_service(decision: Decision, service_hashes: dict, project: dict) -> None:
+    from .service_changes import compare
+
+    changes = compare(service_hashes, project)
+    decision.recreate, decision.keep = list(changes.recreate), list(changes.keep)
+    if changes.changed:
+        decision.up = True
+        decision.reasons += list(changes.reasons)
 
 
 def is_verified(project: dict, config_hash: str | None) -> bool:

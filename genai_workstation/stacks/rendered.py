@@ -94,6 +94,8 @@ class RenderedStack:
     image_build: ImageBuild | None = None
     directories: list[str] = field(default_factory=list)  # host folders to create (user-owned)
     warnings: list[str] = field(default_factory=list)  # shown by the stack step
+    # {service: hash of what its container depends on} (its genai.service-hash label)
+    service_hashes: dict[str, str] = field(default_factory=dict)
 
     def secret_paths(self) -> list[str]:
         return sorted(path for path, f in self.files.items() if f.secret)

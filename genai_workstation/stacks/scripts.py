@@ -50,8 +50,12 @@ def restore_commands(snapshot: str) -> str:
             f"cp -a {s}/. .")
 
 
-def compose_up(timeout: int) -> str:
-    return (f"docker compose up -d --remove-orphans --wait --wait-timeout {int(timeout)}")
+def compose_up(timeout: int, services=()) -> str:
+    """``up`` of the whole config, or of ``services`` only (``--no-deps``: the others keep
+    running as they are; see genai_workstation.stacks.service_changes)."""
+    only = "".join(f" {q(s)}" for s in services)
+    return (f"docker compose up -d --remove-orphans --wait --wait-timeout {int(timeout)}"
+            + (f" --no-deps{only}" if only else ""))
 
 
 
@@ -131,13 +135,16 @@ def _record(path: str, value: str) -> str:
 
 
 def _restore(n: str, short: str, timeout: int, target: str | None, good: bool,
-             started: bool) -> str:
+             started: bool, services=()) -> str:
     """sh, after a failure (``$failed`` says which): restore ``target``, bring it up, exit 1.
-    Without a target a config this run ``started`` is stopped (as a first deploy that fails);
-    one that ran before the run is left running."""
+    Without a target a config this run ``started`` is stopped (as a first deploy that fails;
+    when it started some ``services`` only, those, the others keep running); one that ran
+    before the run is left running."""
+    only = " ".join(q(s) for s in services)
     stop = (f"echo \"genai: stack {n}: config {short} failed $failed, and there is no "
-            f"previous config to restore; stopping it\" >&2; "
-            "docker compose down --remove-orphans >&2") if started else (
+            f"previous config to restore; stopping {_sh_text(only) or 'it'}\" >&2; "
+            + (f"docker compose stop {only} >&2" if only else
+               "docker compose down --remove-orphans >&2")) if started else (
             f"echo \"genai: stack {n}: config {short} failed $failed, and no verified config "
             f"is kept to restore; it is left running. Fix the inventory and run again.\" >&2")
     if not target:
@@ -160,13 +167,14 @@ def _restore(n: str, short: str, timeout: int, target: str | None, good: bool,
 def up_script(*, name: str, project_dir: str, config_hash: str, timeout: int,
               rollback_to: str | None, gpu_checks: list[GpuCheck],
               write_checks: list[tuple[str, str]] = (), rollback_good: bool = False,
-              up: bool = True) -> str:
-    """Bring the config up (``up``; else it runs already), verify it (GPU, write checks),
-    mark it good; on a failed health wait or check restore ``rollback_to`` and fail."""
+              up: bool = True, services=()) -> str:
+    """Bring the config up (``up``; else it runs already; ``services``: only these), verify
+    it (GPU, write checks), mark it good; on a failed health wait or check restore
+    ``rollback_to`` (every service whose config differs in it) and fail."""
     n = _sh_text(name)
     short = config_hash[:12]
-    start = f"{compose_up(timeout)}; then {_record(DEPLOYED_HASH_FILE, config_hash)}" \
-        if up else ":; then :"
+    start = (f"{compose_up(timeout, services)}; then {_record(DEPLOYED_HASH_FILE, config_hash)}"
+             if up else ":; then :")
     return (
         f"cd {q(project_dir)} || exit 1; failed=''; "
         f"if {start}; "
@@ -185,7 +193,7 @@ def up_script(*, name: str, project_dir: str, config_hash: str, timeout: int,
         f"echo \"--- last {LOG_LINES} log lines ---\" >&2; "
         f"docker compose logs --no-color --tail {LOG_LINES} >&2; "
         "fi; "
-        f"{_restore(n, short, timeout, rollback_to, rollback_good, up)}"
+        f"{_restore(n, short, timeout, rollback_to, rollback_good, up, services)}"
     )
 
 
