@@ -125,3 +125,33 @@ def test_the_stack_is_rendered_once_per_host_and_run(tmp_path, monkeypatch):
         assert steps.stack_spec("comfyui", data).rendered is not first
     assert calls == ["comfyui", "comfyui"]
     assert first_host.asked == ["NvidiaGpus"]  # the GPU fact, read once for the one render
+
+
+class RecreatedByHand(StandIn):
+    """The deployed config, but the proxy's container was recreated from another config."""
+
+    rendered = None
+
+    def get_fact(self, fact, **kwargs):
+        answer = super().get_fact(fact, **kwargs)
+        if fact.__name__ == "ComposeProject":
+            hashes = self.rendered.service_hashes
+            answer["config_hash"] = self.rendered.config_hash
+            answer["running_hashes"] = []  # containers carry service hashes only
+            for svc in answer["services"]:
+                svc["labels"] = {"genai.service-hash": hashes[svc["service"]]}
+            answer["services"][-1]["labels"] = {"genai.service-hash": "f" * 64}
+        return answer
+
+
+def test_a_container_off_its_service_config_is_a_finding(tmp_path):
+    """Containers carry their service's hash (per-service labels): one that does not match the
+    deployed config is named; the others are not."""
+    data = load(tmp_path, COMFY_EXPOSED)
+    stand_in = RecreatedByHand(401)
+    with ctx_host.use(stand_in):
+        spec = steps.stack_spec("comfyui", data)
+        stand_in.rendered = spec.rendered
+        found = stack_findings("ws1", spec)
+    assert [(f.item, f.actual) for f in found] == [
+        ("stack comfyui: container of proxy", "running config " + "f" * 12)]

@@ -14,6 +14,7 @@ from genai_workstation.hostfacts import fact
 from . import checks
 from . import lifecycle as lc
 from .rendered import RenderedStack
+from .service_hash import SERVICE_HASH_LABEL
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,13 @@ def stack_findings(host_name: str, spec: StackSpec) -> list[Finding]:
         found.append(Finding(host_name, f"stack {stack}: containers",
                              f"running the deployed config {recorded[:12]}",
                              f"running config {', '.join(sorted(set(stale)))[:40]}", fix))
+    if recorded and lc.hash_matches(rendered.config_hash, recorded):
+        found += _stale_services(host_name, stack, rendered, project, fix)
     for check in rendered.gpu_checks:
         if check.service in stopped:  # no app to ask; already reported above
             continue
         seen = fact(AppDevice, project_dir=project_dir, service=check.service,
-                             probe=check.probe, url=check.url)
+                    probe=check.probe, url=check.url)
         mismatch = lc.gpu_mismatch(check.expected, seen.get("name"))
         if mismatch:
             found.append(Finding(
@@ -66,6 +69,21 @@ def stack_findings(host_name: str, spec: StackSpec) -> list[Finding]:
                 "name the card in the inventory (its nvidia-smi name or UUID, not an index); the "
                 "stack pins it with CUDA_DEVICE_ORDER=PCI_BUS_ID, then " + fix))
     return found + _deployed_findings(host_name, spec, project, fix)
+
+
+def _stale_services(host_name: str, stack: str, rendered: RenderedStack, project: dict,
+                    fix: str) -> list[Finding]:
+    """Containers whose genai.service-hash label is not their service's in the deployed config
+    (a container recreated by hand or by another tool)."""
+    found = []
+    for svc in project.get("services") or []:
+        wanted = rendered.service_hashes.get(svc.get("service"))
+        running = (svc.get("labels") or {}).get(SERVICE_HASH_LABEL)
+        if wanted and running and running != wanted:
+            found.append(Finding(host_name, f"stack {stack}: container of {svc['service']}",
+                                 f"running the deployed config {wanted[:12]}",
+                                 f"running config {running[:12]}", fix))
+    return found
 
 
 def _deployed_findings(host_name: str, spec: StackSpec, project: dict,
