@@ -35,6 +35,7 @@ from ..layout import COMFYUI_MODEL_FOLDERS, LEGACY_MODEL_FOLDERS
 from .errors import StackError
 from .forge_flags import FORGE_FLAGS, FORGE_FLAGS_REF, FORGE_REFUSED_FLAGS
 from .gpu_order import cuda_index
+from .image_ext import check_image, entrypoint, extend_context
 from .proxy import GATE_PORT, auth_snippet, gate_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -360,6 +361,7 @@ class _BuiltinStack:
             if not image.get("name"):
                 raise StackError(f"stacks.{self.kind}.image.name: build is false but no image "
                                  "is named", "name the image to run, or set build: true")
+            check_image(self.kind, self.spec, self.data.get("inventory_dir", "."))
             return image["name"], False, None
         settings = {key: image.get(key) or default for key, default in self.defaults.items()}
         settings.update({key: image.get(key) or "" for key in OPTIONAL_IMAGE_SETTINGS})
@@ -368,7 +370,8 @@ class _BuiltinStack:
                     c.isspace() or c in "\"'\\$" for c in str(value)):
                 raise StackError(f"stacks.{self.kind}.image.{key}: {value!r} cannot be used",
                                  "no spaces, quotes, backslashes or $ in image settings")
-        context = self.build_context(settings)
+        context = extend_context(self.kind, self.spec, self.build_context(settings),
+                                 self.data.get("inventory_dir", "."), self.warnings, RenderedFile)
         # The inventory's values become the Dockerfile's ARG defaults: the build context alone
         # (`docker build build/`) rebuilds the same image, and .history keeps what was built.
         dockerfile = set_arg_defaults(context["Dockerfile"].content, self.build_args(settings))
@@ -513,6 +516,7 @@ class _BuiltinStack:
         return {
             "service": app.service, "stack": self.kind, "image": image, "pull_never": pull_never,
             "user": self.data.uid_gid, "command": app.command,
+            "entrypoint": entrypoint(self.spec),
             "environment": {**self.own_environment(app, env), **env},
             "container_name": settings.get("container_name"),
             "labels": settings.get("labels") or {}, "restart": settings.get("restart"),
@@ -587,6 +591,8 @@ class _ComfyUI(_BuiltinStack):
         lines = ["# <git url> <ref> <folder>: installed at image build time"]
         seen = set()
         for index, node in enumerate(self.spec.get("custom_nodes") or []):
+            if node.get("path"):
+                continue  # copied from its folder by image_ext.extend_context
             url, ref = str(node["url"]).strip(), str(node["ref"]).strip()
             folder = PurePosixPath(url.rstrip("/")).name.removesuffix(".git")
             where = f"stacks.comfyui.custom_nodes.{index}"
