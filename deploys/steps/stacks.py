@@ -7,7 +7,7 @@ an operation's arguments (the rendered stack carries secret file contents).
 
 from __future__ import annotations
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import server
 
@@ -106,6 +106,8 @@ def stack(name: str):
     except StackError as exc:
         fail(f"Stack {name}: render", [str(exc)])
         return
+    for warning in rendered.warnings:
+        logger.warning(f"{host.print_prefix}stack {name}: {warning}")
     stack_ops.converge(
         name=f"Stack {name}: render, build, up, health",
         stack=name,
