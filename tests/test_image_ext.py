@@ -245,6 +245,12 @@ def test_a_local_node_is_copied_with_its_requirements_and_without_secret_files(t
                     "/opt/genai/local-nodes/my-nodes/requirements.txt") in steps
     assert ("COPY", "local-nodes/my-nodes/ /opt/comfyui/custom_nodes/my-nodes/") in steps
     assert stack.files["build/custom-nodes.txt"].content.count("\n") == 2  # git node only
+    # From the least to the most often changed: the node's requirements, the pins, its code.
+    ordered = render(tmp_path, body + EXTEND)
+    text = dockerfile(ordered)
+    assert text.index("COPY local-nodes/my-nodes/requirements.txt") < \
+        text.index("RUN pip install --index-url \"${PIP_INDEX_URL}\" onnxruntime") < \
+        text.index("COPY local-nodes/my-nodes/ ") < text.index("COPY extend-run.sh")
     edited = (tmp_path / "nodes" / "my-nodes" / "__init__.py")
     edited.write_text("NODE_CLASS_MAPPINGS = {'X': object}\n")
     assert render(tmp_path, body).image_build.build_hash != stack.image_build.build_hash

@@ -157,3 +157,19 @@ def test_an_extension_change_rebuilds_from_the_extension_step_only(docker_engine
     assert version.stdout.strip() == "1.2"
     after = docker_engine.compose(stack_dir, "images", "--format", "json").stdout
     assert json.loads(before)[0]["ID"] != json.loads(after)[0]["ID"]
+
+
+def test_a_local_node_edit_rebuilds_without_fetching_anything(docker_engine, mirror, comfyui):
+    """The node's requirements and the pins come before its files: an edit to its code copies
+    the files again and fetches nothing from the index."""
+    init = comfyui["node"] / "__init__.py"
+    init.write_text(init.read_text().replace('"genai-tests"', '"genai-tests/edited"'))
+    changed = _inventory(comfyui["tmp"] / "ws", mirror, docker_engine.base_image,
+                         comfyui["node"], CHANGED_PIN)
+    mirror.reset_counters()
+    run = _deploy(docker_engine, changed, comfyui["tmp"]).check()
+    assert any("Stack comfyui" in name for name in _changed(run))
+    assert not mirror.requests, mirror.requests
+    status, body = docker_engine.http_get(f"http://127.0.0.1:{PORT}/object_info/GenaiLocalEcho")
+    assert status == 200 and json.loads(body)["GenaiLocalEcho"]["category"] == \
+        "genai-tests/edited"

@@ -1,12 +1,14 @@
 """Image extensions and local custom nodes in a built app's Dockerfile; the user's own image.
 
 `extend_context()` inserts, just before the Dockerfile's `ARG BUILD_HASH` (the last steps), the
-steps the inventory adds, each its own layer, in this order: image.extend.apt, image.extend.pip,
-each local custom node (its requirements.txt first, then its files), image.extend.run. They come
-after PyTorch, the app and its requirements, so a change to one of them rebuilds from that step
-only; each app (ComfyUI, Forge) has its own Dockerfile and build hash, so a change to one app's
-extension does not rebuild the other. Values are checked by genai_workstation/image_spec.py
-(the loader reports them with file and line; the same checks run here without the loader).
+steps the inventory adds, each its own layer, from the least to the most often changed:
+image.extend.apt, the local custom nodes' requirements.txt, image.extend.pip (the user's pins
+win), the local custom nodes' files, image.extend.run. They come after PyTorch, the app and its
+requirements, so a change to one of them rebuilds from that step only (a pin change fetches
+that pin, a node's code edit fetches nothing); each app (ComfyUI, Forge) has its own Dockerfile
+and build hash, so a change to one app's extension does not rebuild the other. Values are
+checked by genai_workstation/image_spec.py (the loader reports them with file and line; the
+same checks run here without the loader).
 """
 
 from __future__ import annotations
@@ -62,11 +64,12 @@ def extend_context(kind: str, spec: dict, context: dict, base_dir: Path | str,
         steps.append("# image.extend.apt\nRUN apt-get update \\\n"
                      f" && apt-get install -y --no-install-recommends {_words(extension.apt)} \\\n"
                      " && rm -rf /var/lib/apt/lists/*")
+    copies = [_node_files(kind, node, context, warnings, file_type) for node in nodes]
+    steps += [requirements for requirements, _copy in copies if requirements]
     if extension.pip:
-        steps.append("# image.extend.pip (pinned)\n"
+        steps.append("# image.extend.pip (pinned; after the nodes' requirements, so they win)\n"
                      f'RUN pip install --index-url "${{PIP_INDEX_URL}}" {_words(extension.pip)}')
-    for node in nodes:
-        steps.append(_node_steps(kind, node, context, warnings, file_type))
+    steps += [copy for _requirements, copy in copies]
     if extension.run:
         context[RUN_SCRIPT] = file_type(
             f"# image.extend.run of stacks.{kind}: run as root at the end of the build, in "
@@ -79,7 +82,9 @@ def extend_context(kind: str, spec: dict, context: dict, base_dir: Path | str,
     return context
 
 
-def _node_steps(kind: str, node, context: dict, warnings: list[str], file_type) -> str:
+def _node_files(kind: str, node, context: dict, warnings: list[str],
+                file_type) -> tuple[str, str]:
+    """Put a local node's files in the context; (its requirements steps or "", its COPY)."""
     try:
         files, excluded = node_files(node)
     except ValueError as exc:
@@ -91,13 +96,14 @@ def _node_steps(kind: str, node, context: dict, warnings: list[str], file_type) 
     for relative, (content, mode) in files.items():
         context[f"{NODES_DIR}/{node.name}/{relative}"] = file_type(content, mode)
     source, target = f"{NODES_DIR}/{node.name}", f"{APP_DIRS[kind]}/custom_nodes/{node.name}"
-    lines = [f"# custom node {node.name} (from {node.field}.path)"]
+    requirements = ""
     if "requirements.txt" in files:
-        lines += [f"COPY {source}/requirements.txt /opt/genai/{source}/requirements.txt",
-                  f'RUN pip install --index-url "${{PIP_INDEX_URL}}" '
-                  f"-r /opt/genai/{source}/requirements.txt"]
-    lines.append(f"COPY {source}/ {target}/")
-    return "\n".join(lines)
+        requirements = (f"# requirements of the custom node {node.name} ({node.field}.path)\n"
+                        f"COPY {source}/requirements.txt /opt/genai/{source}/requirements.txt\n"
+                        f'RUN pip install --index-url "${{PIP_INDEX_URL}}" '
+                        f"-r /opt/genai/{source}/requirements.txt")
+    return requirements, (f"# custom node {node.name} ({node.field}.path)\n"
+                          f"COPY {source}/ {target}/")
 
 
 def insert_before_build_hash(dockerfile: str, block: str) -> str:
