@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -106,7 +107,9 @@ def comfyui(docker_engine, mirror, tmp_path_factory):
     node = _node(tmp_path / "nodes" / "my-node")
     inventory = _inventory(tmp_path / "ws", mirror, docker_engine.base_image, node,
                            EXTRA_PINS[0])
+    started = time.monotonic()
     first = _deploy(docker_engine, inventory, tmp_path).check()
+    docker_engine.timings["extend_first_deploy"] = time.monotonic() - started
     yield {"inventory": inventory, "tmp": tmp_path, "first": first, "node": node,
            "stack_dir": tmp_path / "ws" / "stacks" / "comfyui"}
     docker_engine.compose(tmp_path / "ws" / "stacks" / "comfyui", "down", "--timeout", "2",
@@ -147,7 +150,9 @@ def test_an_extension_change_rebuilds_from_the_extension_step_only(docker_engine
     changed = _inventory(comfyui["tmp"] / "ws", mirror, docker_engine.base_image,
                          comfyui["node"], CHANGED_PIN)
     mirror.reset_counters()
+    started = time.monotonic()
     run = _deploy(docker_engine, changed, comfyui["tmp"]).check()
+    docker_engine.timings["extend_pin_change_deploy"] = time.monotonic() - started
     assert any("Stack comfyui" in name for name in _changed(run))
     fetched = sorted({path for kind, path, _ in mirror.requests if kind == "files"})
     assert fetched == ["/files/text_unidecode-1.2-py2.py3-none-any.whl"], fetched
@@ -167,7 +172,9 @@ def test_a_local_node_edit_rebuilds_without_fetching_anything(docker_engine, mir
     changed = _inventory(comfyui["tmp"] / "ws", mirror, docker_engine.base_image,
                          comfyui["node"], CHANGED_PIN)
     mirror.reset_counters()
+    started = time.monotonic()
     run = _deploy(docker_engine, changed, comfyui["tmp"]).check()
+    docker_engine.timings["extend_node_edit_deploy"] = time.monotonic() - started
     assert any("Stack comfyui" in name for name in _changed(run))
     assert not mirror.requests, mirror.requests
     status, body = docker_engine.http_get(f"http://127.0.0.1:{PORT}/object_info/GenaiLocalEcho")
