@@ -5,7 +5,8 @@ with file, line and fix before anything is contacted (`problems()`), and the ren
 same values when it is called without the loader (`stacks/image_ext.py`).
 
     stacks.<comfyui|forge>.image.extend: {apt: [pkg], pip: [name==version], run: [shell line]}
-    stacks.<comfyui|forge>.image: {build: false, name: <ref>, entrypoint: keep | [argv]}
+    stacks.<comfyui|forge>.image: {build: false, name: <ref>, entrypoint: keep | [argv],
+                                   args_env: <VARIABLE its start script reads the arguments from>}
     stacks.comfyui.custom_nodes: [{url, ref} | {path, name?}]
 """
 
@@ -84,10 +85,11 @@ def image_problems(field: str, spec: dict, marks: dict) -> list[Problem]:
     if image.get("build", True) is False:
         return _own_image_problems(where, image, spec, marks)
     found = []
-    if "entrypoint" in image:
-        found.append(_problem(marks, f"{where}.entrypoint", "applies to your own image only",
-                              "remove it (a built image starts the app itself), or set "
-                              "build: false and name your image"))
+    for key in ("entrypoint", "args_env"):
+        if key in image:
+            found.append(_problem(marks, f"{where}.{key}", "applies to your own image only",
+                                  "remove it (a built image starts the app itself), or set "
+                                  "build: false and name your image"))
     extend = image.get("extend") or {}
     for key, pattern, fix in (("apt", APT_PACKAGE, "a Debian/Ubuntu package name, e.g. "
                                "ffmpeg (or ffmpeg=7:5.1.6-0+deb12u1)"),

@@ -189,6 +189,21 @@ def test_own_image_keeps_its_entrypoint_and_gets_the_same_service(tmp_path):
     assert config["services"]["comfyui"]["entrypoint"] == ["/usr/local/bin/start", "--x"]
 
 
+def test_own_image_reading_its_arguments_from_a_variable(tmp_path):
+    """image.args_env: the arguments as shell words in that variable, the image's CMD kept
+    (an empty compose command), everything else as for a built app."""
+    built = render(tmp_path, COMFY)
+    own = render(tmp_path, COMFY + OWN.replace("entrypoint: keep", "args_env: CLI_ARGS"))
+    config = compose_config(write(own, tmp_path / "out"))["services"]["comfyui"]
+    theirs = yaml.safe_load(built.files["compose.yaml"].content)["services"]["comfyui"]
+    assert not config.get("command")
+    assert config["environment"]["CLI_ARGS"] == " ".join(theirs["command"])
+    assert config["user"] == theirs["user"] and config["healthcheck"]["test"] == \
+        theirs["healthcheck"]["test"]
+    with pytest.raises(StackError, match="CUDA_DEVICE_ORDER is set by genai-workstation"):
+        render(tmp_path, COMFY + OWN.replace("entrypoint: keep", "args_env: CUDA_DEVICE_ORDER"))
+
+
 @pytest.mark.parametrize("image,field,words", [
     ('{build: false, name: "mine:1", extend: {apt: [ffmpeg]}}', "image.extend",
      "build setting"),
@@ -196,6 +211,8 @@ def test_own_image_keeps_its_entrypoint_and_gets_the_same_service(tmp_path):
     ('{build: false}', "image.name", "no image is named"),
     ('{build: false, name: "Mine Image"}', "image.name", "not an image reference"),
     ('{entrypoint: keep}', "image.entrypoint", "your own image only"),
+    ('{args_env: CLI_ARGS}', "image.args_env", "your own image only"),
+    ('{build: false, name: "mine:1", args_env: "CLI-ARGS"}', "image.args_env", "expected form"),
     ('{build: false, name: "mine:1", entrypoint: start}', "image.entrypoint",
      "expected form"),
 ])

@@ -34,9 +34,17 @@ def own_image(docker_engine, tmp_path_factory) -> str:
         exec python3 /opt/standin/app.py "$@"
         """))
     (context / "start-mine").chmod(0o755)
+    (context / "start-env").write_text(textwrap.dedent("""\
+        #!/bin/sh
+        # A start script that reads the app's arguments from a variable, as many Forge images
+        # do (CLI_ARGS, COMMANDLINE_ARGS); it ignores its own arguments.
+        echo "start-env CMD=$* CLI_ARGS=$CLI_ARGS" > /tmp/start-env.log
+        exec python3 /opt/standin/app.py $CLI_ARGS
+        """))
+    (context / "start-env").chmod(0o755)
     (context / "Dockerfile").write_text(textwrap.dedent(f"""\
         FROM {docker_engine.standin_image}
-        COPY start-mine /usr/local/bin/start-mine
+        COPY start-mine start-env /usr/local/bin/
         ENTRYPOINT ["/usr/local/bin/start-mine"]
         CMD ["--port", "9999"]
         """))
@@ -108,3 +116,21 @@ def test_a_replaced_entrypoint_starts_the_image_the_declared_way(docker_engine, 
     assert docker_engine.run("exec", ids.split()[0], "test", "-e", "/tmp/start-mine.log",
                              check=False).returncode == 1  # the image's own script never ran
     assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/internal/ping")[0] == 200
+
+
+def test_own_image_reading_its_arguments_from_a_variable(docker_engine, own_image, workspace,
+                                                         tmp_path):
+    tag = "registry.example/forge-env:1.0"
+    docker_engine.run("build", "-q", "-t", tag, "-", env={"DOCKER_BUILDKIT": "0"},
+                      input=f"FROM {own_image}\nENTRYPOINT [\"/usr/local/bin/start-env\"]\n"
+                            "CMD [\"--own-cmd\"]\n")
+    inventory = _inventory(workspace, {"build": False, "name": tag, "entrypoint": "keep",
+                                       "args_env": "CLI_ARGS"})
+    _run(docker_engine, inventory, tmp_path).check()
+    again = _run(docker_engine, inventory, tmp_path).check()
+    assert _changed(again) == [], again.describe()
+    assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/internal/ping")[0] == 200
+    ids = docker_engine.run("ps", "-q", "--filter", "label=genai.service=forge-mine").stdout
+    called = docker_engine.run("exec", ids.split()[0], "cat", "/tmp/start-env.log").stdout
+    assert "CLI_ARGS=--skip-prepare-environment" in called and "--port 7860" in called
+    assert "CMD=--own-cmd CLI_ARGS" in called  # the image's own CMD stays

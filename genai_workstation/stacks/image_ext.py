@@ -41,9 +41,17 @@ def entrypoint(spec: dict) -> list[str] | None:
     return [str(a) for a in value] if isinstance(value, list) else None
 
 
-def git_nodes(spec: dict) -> list[dict]:
-    """The custom nodes cloned from git (the path nodes are copied by extend_context)."""
-    return [node for node in spec.get("custom_nodes") or [] if not node.get("path")]
+def arguments(spec: dict, command: list[str], env: dict) -> tuple[list[str], dict]:
+    """(compose command, environment) of an app. With image.args_env (your own image), the
+    app's arguments go into that variable as shell words and the image's own CMD stays
+    (an empty compose command keeps it)."""
+    name = (spec.get("image") or {}).get("args_env")
+    if not name:
+        return command, env
+    if name in env:
+        raise StackError(f"image.args_env: {name} is set by genai-workstation",
+                         "name the variable your image's start script reads, e.g. CLI_ARGS")
+    return [], {**env, name: shlex.join(command)}
 
 
 def extend_context(kind: str, spec: dict, context: dict, base_dir: Path | str,

@@ -35,7 +35,7 @@ from ..layout import COMFYUI_MODEL_FOLDERS, LEGACY_MODEL_FOLDERS
 from .errors import StackError
 from .forge_flags import FORGE_FLAGS, FORGE_FLAGS_REF, FORGE_REFUSED_FLAGS
 from .gpu_order import cuda_index
-from .image_ext import check_image, entrypoint, extend_context
+from .image_ext import arguments, check_image, entrypoint, extend_context
 from .proxy import GATE_PORT, auth_snippet, gate_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -513,9 +513,10 @@ class _BuiltinStack:
     def app_context(self, app: _App, image: str, pull_never: bool, env: dict,
                     mounts: list[dict], start_period: int, gpu_flag: str) -> dict:
         settings = app.spec.get("service") or {}
+        command, env = arguments(self.spec, app.command, env)
         return {
             "service": app.service, "stack": self.kind, "image": image, "pull_never": pull_never,
-            "user": self.data.uid_gid, "command": app.command,
+            "user": self.data.uid_gid, "command": command,
             "entrypoint": entrypoint(self.spec),
             "environment": {**self.own_environment(app, env), **env},
             "container_name": settings.get("container_name"),
