@@ -143,17 +143,22 @@ def test_local_custom_node_is_loaded_by_the_real_comfyui(docker_engine, comfyui)
     assert listed.stdout.split() == ["__init__.py", "requirements.txt"], listed.stdout
 
 
+def _redeploy(engine, mirror, comfyui, timing: str) -> None:
+    """Deploy with CHANGED_PIN, counting what the mirror serves from here on."""
+    changed = _inventory(comfyui["tmp"] / "ws", mirror, engine.base_image, comfyui["node"],
+                         CHANGED_PIN)
+    mirror.reset_counters()
+    started = time.monotonic()
+    run = _deploy(engine, changed, comfyui["tmp"]).check()
+    engine.timings[timing] = time.monotonic() - started
+    assert any("Stack comfyui" in name for name in _changed(run))
+
+
 def test_an_extension_change_rebuilds_from_the_extension_step_only(docker_engine, mirror,
                                                                     comfyui):
     stack_dir = comfyui["stack_dir"]
     before = docker_engine.compose(stack_dir, "images", "--format", "json").stdout
-    changed = _inventory(comfyui["tmp"] / "ws", mirror, docker_engine.base_image,
-                         comfyui["node"], CHANGED_PIN)
-    mirror.reset_counters()
-    started = time.monotonic()
-    run = _deploy(docker_engine, changed, comfyui["tmp"]).check()
-    docker_engine.timings["extend_pin_change_deploy"] = time.monotonic() - started
-    assert any("Stack comfyui" in name for name in _changed(run))
+    _redeploy(docker_engine, mirror, comfyui, "extend_pin_change_deploy")
     fetched = sorted({path for kind, path, _ in mirror.requests if kind == "files"})
     assert fetched == ["/files/text_unidecode-1.2-py2.py3-none-any.whl"], fetched
     assert not [path for kind, path, _ in mirror.requests if kind in ("git", "apt")]
@@ -169,13 +174,7 @@ def test_a_local_node_edit_rebuilds_without_fetching_anything(docker_engine, mir
     the files again and fetches nothing from the index."""
     init = comfyui["node"] / "__init__.py"
     init.write_text(init.read_text().replace('"genai-tests"', '"genai-tests/edited"'))
-    changed = _inventory(comfyui["tmp"] / "ws", mirror, docker_engine.base_image,
-                         comfyui["node"], CHANGED_PIN)
-    mirror.reset_counters()
-    started = time.monotonic()
-    run = _deploy(docker_engine, changed, comfyui["tmp"]).check()
-    docker_engine.timings["extend_node_edit_deploy"] = time.monotonic() - started
-    assert any("Stack comfyui" in name for name in _changed(run))
+    _redeploy(docker_engine, mirror, comfyui, "extend_node_edit_deploy")
     assert not mirror.requests, mirror.requests
     status, body = docker_engine.http_get(f"http://127.0.0.1:{PORT}/object_info/GenaiLocalEcho")
     assert status == 200 and json.loads(body)["GenaiLocalEcho"]["category"] == \
