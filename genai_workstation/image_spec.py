@@ -74,8 +74,9 @@ def problems(prefix: str, stacks: dict, marks: dict, base_dir: Path) -> list[Pro
         spec = stacks.get(kind) or {}
         found += image_problems(f"{prefix}.stacks.{kind}", spec, marks)
     comfyui = stacks.get("comfyui") or {}
-    found += node_problems(f"{prefix}.stacks.comfyui", comfyui.get("custom_nodes") or [],
-                           marks, base_dir)
+    if (comfyui.get("image") or {}).get("build", True) is not False:
+        found += node_problems(f"{prefix}.stacks.comfyui", comfyui.get("custom_nodes") or [],
+                               marks, base_dir)
     return found
 
 
