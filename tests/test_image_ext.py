@@ -18,7 +18,7 @@ from genai_workstation import image_spec
 from genai_workstation.errors import InventoryError
 from genai_workstation.loader import schema
 from genai_workstation.stacks import StackError, render_stack
-from tests.test_stacks_render import compose_config, lint_dockerfile, load, write
+from tests.test_stacks_render import PASSWORD, compose_config, lint_dockerfile, load, write
 
 EXTEND = """
         image:
@@ -291,3 +291,19 @@ def test_local_node_problems_name_the_field_and_the_fix(tmp_path, setup, node, w
         load(tmp_path, body)
     text = caught.value.render()
     assert "stacks.comfyui.custom_nodes.1" in text and words in text and "fix:" in text
+
+
+def test_a_local_node_holding_a_secret_value_or_a_link_is_not_baked(tmp_path):
+    """A node file with one of the host's secret values stops the render (the image would keep
+    it); a symbolic link is left out with a warning (it could point anywhere)."""
+    folder = node_folder(tmp_path / "nodes")
+    (folder / "outside").symlink_to("/etc/hostname")
+    body = COMFY + "        custom_nodes: [{path: nodes/my-nodes}]\n"
+    stack = render(tmp_path, body)
+    assert "build/local-nodes/my-nodes/outside" not in stack.files
+    assert any("outside (a symbolic link)" in w for w in stack.warnings)
+    (folder / "config.py").write_text(f"PASSWORD = {PASSWORD!r}\n")
+    with pytest.raises(StackError) as caught:  # the app's login password, in the secrets file
+        render(tmp_path, body + "        auth: {type: basic, username: jesse}\n")
+    assert "build/local-nodes/my-nodes/config.py" in str(caught.value)
+    assert PASSWORD not in str(caught.value)
