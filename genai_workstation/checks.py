@@ -11,6 +11,7 @@ from pathlib import Path, PureWindowsPath
 
 from .errors import Problem
 from .hostmodel import HostModel, app_settings
+from .image_spec import problems as image_problems
 from .layout import COMFYUI_MODEL_FOLDERS, LEGACY_MODEL_FOLDERS
 from .yamlmarks import join
 
@@ -93,6 +94,7 @@ def _settings_problems(prefix: str, settings: dict, marks: dict, base_dir: Path)
             field = join(prefix, key)
             problems += _path_problems(field, settings[key], marks.get(field))
     problems += _exposure_problems(prefix, settings.get("stacks") or {}, marks)
+    problems += image_problems(prefix, settings.get("stacks") or {}, marks, base_dir)
     for stack, spec in ((settings.get("stacks") or {}).get("custom") or {}).items():
         field = f"{prefix}.stacks.custom.{stack}.template_dir"
         folder = (base_dir / spec["template_dir"]).expanduser()

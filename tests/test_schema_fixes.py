@@ -17,7 +17,7 @@ SCHEMA = loader.schema()
 PLACEHOLDERS = {("hosts",): "ws1", ("groups",): "lab", ("custom",): "music"}
 _REGEX = re.compile(r"\^|\\[sdwSDW/.]|\[[^\]]*\][*+?{]|\(\?|\S\$(\s|$|\))")
 _WRONG_TYPES = ({"x": 1}, ["x"], "text", 3, True)
-_STRINGS = ("a", "org/name", "ABC", "1.2.3", "ab" * 32, "https://a.example")
+_STRINGS = ("a", "org/name", "ABC", "1.2.3", "ab" * 32, "https://a.example", "name==1.0")
 
 
 def deref(schema: dict) -> dict:

@@ -1,7 +1,8 @@
 """genai-import: a draft inventory from a hand-kept compose setup, pinned custom nodes.
 
     genai-import compose docker-compose.yml [--env-file .env] [--output inventory/imported.yaml]
-    genai-import custom-nodes --comfyui-dir ~/ComfyUI | --snapshot snapshot.json
+    genai-import custom-nodes --comfyui-dir ~/ComfyUI [--keep-local-folders]
+    genai-import custom-nodes --snapshot snapshot.json
 
 Nothing on the machine changes: it reads the old files and writes a draft inventory, the
 secrets it found into a 0600 secrets file (values never printed), and a report of what it
@@ -28,6 +29,10 @@ EXIT_CODES = exitcodes.epilog("the draft is written but needs your attention bef
                               "converge (listed)")
 
 
+KEEP_LOCAL = ("carry node folders that are not git checkouts as `path:` entries (copied from "
+              "this machine into the image at each build) instead of leaving them out")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = exitcodes.Parser(prog="genai-import", description=__doc__.splitlines()[0],
                      epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,12 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     compose.add_argument("--workspace", help="workspace on ext4 (default: ~NAME/genai)")
     compose.add_argument("--force", action="store_true",
                          help="replace an existing draft (the old one is kept as .bak-<time>)")
+    compose.add_argument("--keep-local-folders", action="store_true", help=KEEP_LOCAL)
     nodes = sub.add_parser("custom-nodes", help="pinned custom_nodes entries",
                            epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = nodes.add_mutually_exclusive_group(required=True)
     source.add_argument("--comfyui-dir", type=Path, help="an existing ComfyUI folder")
     source.add_argument("--snapshot", type=Path, help="a ComfyUI-Manager snapshot (.json/.yaml)")
     nodes.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    nodes.add_argument("--keep-local-folders", action="store_true", help=KEEP_LOCAL)
     return parser
 
 
@@ -72,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _custom_nodes(args) -> int:
     if args.comfyui_dir:
-        entries, found = custom_nodes.from_install(args.comfyui_dir.expanduser())
+        entries, found = custom_nodes.from_install(args.comfyui_dir.expanduser(),
+                                                   args.keep_local_folders)
     else:
         entries, found = custom_nodes.from_snapshot(args.snapshot.expanduser())
     if args.format == "json":
@@ -98,7 +106,7 @@ def _compose(args) -> int:
     services = compose_file.services(document, interpolation)
     result = draft.draft_from_services(services, dotenv, host=args.host,
                                        base_settings=_base_settings(args))
-    _custom_nodes_of_mounts(result, services)
+    _custom_nodes_of_mounts(result, services, args.keep_local_folders)
     output = args.output or _default_output()
     secrets_file = args.secrets_output or output.parent / "secrets.env"
     header = _header(compose_path, result)
@@ -149,7 +157,7 @@ def _invoking_user() -> dict | None:
     return {"name": entry.pw_name, "uid": entry.pw_uid, "gid": entry.pw_gid}
 
 
-def _custom_nodes_of_mounts(result: draft.Draft, services) -> None:
+def _custom_nodes_of_mounts(result: draft.Draft, services, local_folders: bool) -> None:
     """Pin the custom nodes of a mounted ComfyUI folder when it is readable from here."""
     comfyui = (result.settings.get("stacks") or {}).get("comfyui")
     if comfyui is None:
@@ -160,7 +168,7 @@ def _custom_nodes_of_mounts(result: draft.Draft, services) -> None:
         for mount in service.mounts:
             folder = Path(draft.linux_path(mount.source)).expanduser()
             if mount.bind and ((folder / "custom_nodes").is_dir() or folder.name == "custom_nodes"):
-                entries, found = custom_nodes.from_install(folder)
+                entries, found = custom_nodes.from_install(folder, local_folders)
                 result.notes.extend(found)
                 if entries:
                     comfyui.setdefault("custom_nodes", []).extend(entries)

@@ -9,14 +9,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from ..image_spec import is_secret_file
 from .disk import SourceError
 from .notes import CARRIED, CHANGED, NOT_CARRIED, Note
 
 _NOT_NODES = {"__pycache__", ".git"}
 
 
-def from_install(comfyui_dir: Path) -> tuple[list[dict], list[Note]]:
-    """Each `custom_nodes/<folder>` git checkout as {url, ref} at its current commit."""
+def from_install(comfyui_dir: Path, local_folders: bool = False) -> tuple[list[dict], list[Note]]:
+    """Each `custom_nodes/<folder>` git checkout as {url, ref} at its current commit; with
+    `local_folders`, each other node folder as {path} (copied from there at each build)."""
     nodes_dir = comfyui_dir / "custom_nodes"
     if not nodes_dir.is_dir():
         nodes_dir = comfyui_dir if comfyui_dir.name == "custom_nodes" else nodes_dir
@@ -37,16 +39,32 @@ def from_install(comfyui_dir: Path) -> tuple[list[dict], list[Note]]:
         if folder.name.endswith(".disabled"):
             notes.append(Note(folder.name, "disabled node", NOT_CARRIED, "it was disabled"))
             continue
-        entry = _git_entry(folder, notes)
+        entry = (_path_entry(folder, notes) if local_folders and not (folder / ".git").exists()
+                 else _git_entry(folder, notes))
         if entry:
             entries.append(entry)
     return entries, notes
 
 
+def _path_entry(folder: Path, notes: list[Note]) -> dict | None:
+    """A node folder that is not a git checkout, as a `path:` entry (see image_spec)."""
+    if not (folder / "__init__.py").is_file():
+        notes.append(Note(folder.name, "folder", NOT_CARRIED,
+                          "no __init__.py: ComfyUI does not load it as a custom node"))
+        return None
+    left_out = sorted(p.name for p in folder.rglob("*") if is_secret_file(p.name))
+    notes.append(Note(folder.name, "local folder", CARRIED,
+                      "copied from this folder into the image at each build (not pinned)"
+                      + (f"; left out of the image: {', '.join(left_out)}" if left_out else ""),
+                      "keep the folder where it is, or make it a git repository to pin it"))
+    return {"path": str(folder.resolve())}
+
+
 def _git_entry(folder: Path, notes: list[Note]) -> dict | None:
     if not (folder / ".git").exists():
         notes.append(Note(folder.name, "folder", NOT_CARRIED, "not a git checkout: nothing to pin",
-                          "make it a git repository (a local mirror is fine) and add it"))
+                          "make it a git repository (a local mirror is fine), or import it "
+                          "with --keep-local-folders as a path: entry"))
         return None
     url = _git(folder, "config", "--get", "remote.origin.url")
     ref = _git(folder, "rev-parse", "HEAD")
@@ -59,7 +77,8 @@ def _git_entry(folder: Path, notes: list[Note]) -> dict | None:
     if _git(folder, "status", "--porcelain", "--untracked-files=no"):
         notes.append(Note(folder.name, "local changes", NOT_CARRIED,
                           "the checkout has uncommitted changes; only the commit is pinned",
-                          "commit them to a fork and point url/ref at it"))
+                          "commit them to a fork and point url/ref at it, or use the "
+                          "folder itself as a `path:` entry"))
     notes.append(Note(folder.name, "custom node", CARRIED, f"pinned at {ref[:12]}"))
     return {"url": url, "ref": ref}
 

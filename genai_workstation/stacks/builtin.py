@@ -13,6 +13,7 @@ from .context import _Data, _Renderer
 from .errors import StackError
 from .exposure import _Exposure
 from .gpu_order import cuda_index
+from .image_ext import arguments, check_image, entrypoint, extend_context
 from .rendered import (
     HASH_PLACEHOLDER,
     LABEL,
@@ -115,6 +116,7 @@ class _BuiltinStack(_Exposure):
             if not image.get("name"):
                 raise StackError(f"stacks.{self.kind}.image.name: build is false but no image "
                                  "is named", "name the image to run, or set build: true")
+            check_image(self.kind, self.spec, self.data.get("inventory_dir", "."))
             return image["name"], False, None
         settings = {key: image.get(key) or default for key, default in self.defaults.items()}
         settings.update({key: image.get(key) or "" for key in OPTIONAL_IMAGE_SETTINGS})
@@ -123,7 +125,8 @@ class _BuiltinStack(_Exposure):
                     c.isspace() or c in "\"'\\$" for c in str(value)):
                 raise StackError(f"stacks.{self.kind}.image.{key}: {value!r} cannot be used",
                                  "no spaces, quotes, backslashes or $ in image settings")
-        context = self.build_context(settings)
+        context = extend_context(self.kind, self.spec, self.build_context(settings),
+                                 self.data.get("inventory_dir", "."), self.warnings, RenderedFile)
         # The inventory's values become the Dockerfile's ARG defaults: the build context alone
         # (`docker build build/`) rebuilds the same image, and .history keeps what was built.
         dockerfile = set_arg_defaults(context["Dockerfile"].content, self.build_args(settings))
@@ -198,9 +201,11 @@ class _BuiltinStack(_Exposure):
     def app_context(self, app: _App, image: str, pull_never: bool, env: dict,
                     mounts: list[dict], start_period: int, gpu_flag: str) -> dict:
         settings = app.model.service_settings
+        command, env = arguments(self.spec, app.command, env)
         return {
             "service": app.service, "stack": self.kind, "image": image, "pull_never": pull_never,
-            "user": self.data.uid_gid, "command": app.command,
+            "user": self.data.uid_gid, "command": command,
+            "entrypoint": entrypoint(self.spec),
             "environment": {**self.own_environment(app, env), **env},
             "container_name": settings.get("container_name"),
             "labels": settings.get("labels") or {}, "restart": settings.get("restart"),

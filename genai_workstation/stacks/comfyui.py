@@ -45,6 +45,8 @@ class _ComfyUI(_BuiltinStack):
         lines = ["# <git url> <ref> <folder>: installed at image build time"]
         seen = set()
         for index, node in enumerate(self.spec.get("custom_nodes") or []):
+            if node.get("path"):
+                continue  # copied from its folder by image_ext.extend_context
             url, ref = str(node["url"]).strip(), str(node["ref"]).strip()
             folder = PurePosixPath(url.rstrip("/")).name.removesuffix(".git")
             where = f"stacks.comfyui.custom_nodes.{index}"
