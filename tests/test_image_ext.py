@@ -156,9 +156,9 @@ def test_a_build_command_with_a_credential_is_refused(tmp_path, line, word):
         assert part not in rendered  # the value is never echoed
 
 
-def test_the_render_refuses_what_the_loader_refuses():
-    data = {"workspace": "/srv/genai", "gpu": {"mode": "none"}, "stacks": {"comfyui": {
-        "port": 8188, "image": {"extend": {"pip": ["torch"]}}}}}
+def test_the_render_refuses_what_the_loader_refuses(tmp_path):
+    data = load(tmp_path, COMFY)  # then edited past the loader (host data from another tool)
+    data["stacks"]["comfyui"].setdefault("image", {})["extend"] = {"pip": ["torch"]}
     with pytest.raises(StackError, match=r"stacks.comfyui.image.extend.pip.0: 'torch' is not "
                                          r"pinned[\s\S]*name==version"):
         render_stack("comfyui", data, {})
