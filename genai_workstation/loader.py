@@ -12,6 +12,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from .checks import check_document, check_host
+from .container_names import container_name_problems
 from .credentials import credential_problems
 from .errors import InventoryError, Problem
 from .secrets import load_secrets, required_secrets
@@ -112,6 +113,7 @@ def load_inventory(path: Path | str | None = None, environ=None) -> Inventory:
         settings["workstation_name"] = name
         settings["inventory_dir"] = str(path.parent.resolve())
         host_problems = check_host(name, settings, marks)
+        host_problems += container_name_problems(name, settings, marks)
         for secret_name, field_path in required_secrets(name, settings).items():
             if secret_name not in secrets:
                 host_problems.append(Problem(
