@@ -33,8 +33,10 @@ from facts.compose import (
     SecretFiles,
     StackHistory,
 )
+from facts.containers import ContainersNamed
 from genai_workstation.operations import atomic
 from genai_workstation.stacks import lifecycle as lc
+from genai_workstation.stacks import name_guard
 
 
 def as_plain(rendered) -> dict:
@@ -211,6 +213,16 @@ def fail_command(problems: list[str]) -> StringCommand:
     return StringCommand(f"{lines}; exit 1")
 
 
+def names_held_elsewhere(stack: str, rendered: dict) -> list[str]:
+    """Fixed container names of the stack that a container outside it holds."""
+    compose = rendered["files"].get("compose.yaml") or {}
+    project, names = name_guard.fixed_names(compose.get("content") or "")
+    if not names:
+        return []
+    held = host.get_fact(ContainersNamed, names=names)
+    return name_guard.foreign_name_problems(stack, project, held)
+
+
 def app_gpu_problems(stack: str, project_dir: str, checks) -> list[str]:
     problems = []
     for service, probe, expected in checks:
@@ -280,6 +292,11 @@ def converge(stack: str, rendered, project_dir: str, user: str = "genai", group:
             return
         host.noop(f"stack {stack} is converged and verified (config {config_hash[:12]}, "
                   f"{len(r['services'])} service(s) running)")
+        return
+
+    problems = names_held_elsewhere(stack, r) if decision.up else []
+    if problems:  # before anything is written: Docker would refuse it halfway through `up`
+        yield fail_command(problems)
         return
 
     if decision.snapshot:
