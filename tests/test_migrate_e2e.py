@@ -33,6 +33,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import secrets
 import string
 import subprocess
@@ -171,7 +172,8 @@ def fill_in(draft: Path, secrets_file: Path, host, nvidia_repo) -> str:
 
 @pytest.fixture(scope="module")
 def site(imported, docker_host, nvidia_repo, docker_engine, tmp_path_factory):
-    """The host converged from the filled-in draft: {first, second, verify, password}."""
+    """The host converged from the filled-in draft: the runs {blocked (by the old setup's
+    container), first, second, verify}, "forge written" (after blocked), the password."""
     draft, secrets_file = imported["draft"], imported["secrets"]
     password = fill_in(draft, secrets_file, docker_host, nvidia_repo)
     port = urlsplit(nvidia_repo.base_url).port
@@ -188,6 +190,15 @@ def site(imported, docker_host, nvidia_repo, docker_engine, tmp_path_factory):
                                           secrets=secrets_file).check()
         TIMINGS["workstation"] = time.monotonic() - started
         _load_images(docker_engine, docker_host, tmp_path_factory.mktemp("caddy"))
+        # The old setup stopped with `docker stop`, not `docker compose down`: its container
+        # still holds the name `myia` (as Compose made it, for project "sd").
+        docker_host.run(f"docker create --name myia --label com.docker.compose.project=sd "
+                        f"--label com.docker.compose.service=myia {IMAGE}")
+        started = time.monotonic()
+        runs["blocked"] = run_pyinfra("deploys/site.py", draft, secrets=secrets_file)
+        TIMINGS["blocked"] = time.monotonic() - started
+        runs["forge written"] = docker_host.path(f"{WORKSPACE}/stacks/forge").exists()
+        docker_host.run("docker rm -f myia")  # the fix the run printed
         for key, deploy in (("first", "deploys/site.py"), ("second", "deploys/site.py"),
                             ("verify", "deploys/verify.py")):
             started = time.monotonic()
@@ -230,11 +241,25 @@ def _load_images(engine, host, context: Path) -> None:
              f" && docker tag {standin} {IMAGE}", timeout=300)
 
 
+def test_old_container_with_the_same_name_stops_the_run_before_anything_is_written(site):
+    blocked = site["blocked"]
+    assert blocked.returncode != 0
+    # ComfyUI converged first (a failed host leaves pyinfra's --json output empty: the log)
+    assert re.search(r"Stack comfyui: render, build, up, health *\n\s+\[workstation\] Success",
+                     blocked.stderr), blocked.describe()
+    assert ("genai: stack forge: the container name myia is taken by container " in
+            blocked.stderr), blocked.describe()
+    assert "Compose project 'sd'), not by this stack; nothing was changed" in blocked.stderr
+    assert "docker compose down in that project's folder, or docker rm -f myia" in \
+        blocked.stderr
+    assert site["forge written"] is False
+
+
 def test_site_converges_then_changes_nothing_and_verify_is_green(site, imported):
     first, second, verify = site["first"].check(), site["second"], site["verify"]
     changed = first.changed_operations[HOST]
-    for stack in ("comfyui", "forge"):
-        assert f"Stack | Stack {stack}: render, build, up, health" in changed, first.describe()
+    assert "Stack | Stack forge: render, build, up, health" in changed, first.describe()
+    assert "Stack | Stack comfyui: render, build, up, health" not in changed
     second.check()
     assert not any(second.changed_operations.values()), second.describe()
     verify.check()
@@ -321,7 +346,7 @@ def test_forge_answers_with_basic_auth_only(site, docker_host, old_setup, port, 
 
 def test_no_secret_in_pyinfra_output_or_container_config(site, docker_host, old_setup):
     _, values = old_setup
-    shown = [run.stdout + run.stderr for key, run in site.items() if key != "password"]
+    shown = [run.stdout + run.stderr for run in site.values() if hasattr(run, "stderr")]
     ids = docker_host.run("docker ps -aq").stdout.split()
     inspect = json.loads(docker_host.run(f"docker inspect {' '.join(ids)}").stdout)
     shown += [json.dumps([c["Config"].get("Cmd"), c["Config"].get("Env"), c.get("Args")])
