@@ -9,7 +9,10 @@ passwords in `.env` (fake values made at run time).
 
 Real parts: the `genai-import` CLI; the user's fill-in is what its report asks for (the
 browser password, card names instead of indexes); then the real `pyinfra` CLI runs
-`deploys/site.py` (twice: the second run changes nothing) and `deploys/verify.py` over real SSH
+`deploys/workstation.py` (so that the stand-in images can be loaded into the engine it
+installs), `deploys/site.py` with a container of the old setup still holding the name `myia`
+(stopped before anything of the Forge stack is written), `deploys/site.py` again after the
+printed fix (converged; a third run changes nothing) and `deploys/verify.py`, over real SSH
 against a fresh Debian host that runs its own Docker engine (tests/harness/hosts.py, as in
 tests/test_drift_e2e.py), and `genai-drift` finds nothing. The clients are real: `docker logs`
 and `docker exec` inside the host, and HTTP clients connecting to the host's published ports
