@@ -12,6 +12,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from .checks import check_document, check_host
+from .container_names import container_name_problems
 from .credentials import credential_problems
 from .errors import InventoryError, Problem
 from .hostmodel import HostModel, host_model
@@ -119,6 +120,7 @@ def load_inventory(path: Path | str | None = None, environ=None) -> Inventory:
         settings["inventory_dir"] = str(path.parent.resolve())
         model = host_model(settings)
         host_problems = check_host(name, model, marks)
+        host_problems += container_name_problems(name, settings, marks)
         needed = required_secrets(name, model)
         for secret_name, field_path in needed.items():
             if secret_name not in secrets:

@@ -9,6 +9,10 @@ from .hostmodel import HostModel, host_model
 CLOCK_SKEW_LIMIT_SECONDS = 30
 # What a stack needs in RAM beyond the GPU (model offload, ComfyUI's cache): a floor, not a fit.
 STACK_MEMORY_MIB = {"comfyui": 8192, "forge": 8192}
+# MemTotal is "total usable RAM (i.e. physical RAM minus a few reserved bits and the kernel
+# binary code)" (kernel Documentation/filesystems/proc.rst): a machine or WSL VM sized exactly
+# at the floor reports a few % less, and is not short of memory.
+MEM_TOTAL_SHARE = 0.95
 CONVERGE = "pyinfra inventory.py deploys/workstation.py"
 MODELS_DEPLOY = "pyinfra inventory.py deploys/models.py"
 SITE_DEPLOY = "pyinfra inventory.py deploys/site.py"
@@ -199,7 +203,7 @@ def _health(host, data, facts) -> list[Finding]:
                                  "apt and TLS fail on a skewed clock)"))
     needed = _memory_needed(data)
     total = health.get("mem_total_mib")
-    if needed and total and total < needed:
+    if needed and total and total < needed * MEM_TOTAL_SHARE:
         found.append(Finding(host, "memory", f">= {needed} MiB for the enabled stacks",
                              f"{total} MiB", "raise the WSL memory limit in %UserProfile%\\"
                              ".wslconfig ([wsl2] memory=...), then wsl.exe --shutdown"))

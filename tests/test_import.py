@@ -95,7 +95,8 @@ def test_seed_comfyui_setup(tmp_path, comfyui_tokens):
                      "genai-models migrate /mnt/d/models", "pip-installed at every start",
                      "device_ids does not isolate", "container_name", "environment TZ",
                      "nvidia-smi -L", "HF_TOKEN, CIVITAI_TOKEN, COMFYUI_TOKEN",
-                     "--comfyui-dir /home/jesse/SD/workspace/comfyui-qwen/ComfyUI"):
+                     "--comfyui-dir /home/jesse/SD/workspace/comfyui-qwen/ComfyUI",
+                     "`docker logs comfyui-idle` call `docker logs genai-comfyui-idle-unload-1`"):
         assert expected in report, expected
     assert secrets_file(folder / "secrets.env") == comfyui_tokens
     assert_no_leak(comfyui_tokens, result.stdout, result.stderr, draft.read_text())

@@ -20,6 +20,10 @@ _IDLE_MINUTES = ("IDLE_MINUTES", "IDLE_TIMEOUT_MINUTES", "UNLOAD_AFTER_MINUTES",
 _IDLE_SECONDS = ("IDLE_SECONDS", "IDLE_TIMEOUT_SECONDS", "UNLOAD_AFTER_SECONDS")
 _LOGIN_TOKEN_NAMES = ("COMFYUI_AUTH", "COMFYUI_TOKEN", "COMFYUI_LOGIN_TOKEN",
                       "COMFYUI_BEARER_TOKEN", "COMFY_TOKEN")
+# Compose's name for the idle-unload service of the comfyui stack (project genai-comfyui).
+IDLE_CONTAINER = "genai-comfyui-idle-unload-1"
+
+
 @dataclass
 class Draft:
     """A draft host: its settings (inventory YAML), the secrets found, and the report."""
@@ -122,10 +126,21 @@ def _comfyui(draft: Draft, service: Service, idle: list[Service]) -> dict:
                    "(POST /free) by the stack's own sidecar"
                    + ("" if minutes else "; its delay could not be read, 30 is a guess"),
                    "" if minutes else "set stacks.comfyui.idle_unload_minutes")
+        _sidecar_name(draft, sidecar)
     for sidecar in idle[1:]:
         draft.note(sidecar.name, "service", NOT_CARRIED, "a second idle sidecar")
     _common(draft, service, spec)
     return spec
+
+
+def _sidecar_name(draft: Draft, sidecar: Service) -> None:
+    """The stack's own sidecar has Compose's name: a script's `docker logs <old name>` must
+    change, and the report says to what."""
+    name = sidecar.extra.get("container_name")
+    if name:
+        draft.note(sidecar.name, f"container_name {name}", CHANGED,
+                   f"the stack's own sidecar is named {IDLE_CONTAINER} by Compose",
+                   f"scripts that call `docker logs {name}` call `docker logs {IDLE_CONTAINER}`")
 
 
 def _comfyui_login(draft: Draft, service: Service) -> dict | None:

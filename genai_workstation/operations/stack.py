@@ -26,11 +26,12 @@ from pyinfra.api import StringCommand, operation
 from pyinfra.operations import files
 
 from facts.compose import AppDevice, ComposeProject, ImageLabel, StackHistory
+from facts.containers import ContainersNamed
 from facts.filesystem import PathDigests, SecretFiles
 from genai_workstation.hostfacts import fact
 from genai_workstation.operations import atomic
 from genai_workstation.stacks import lifecycle as lc
-from genai_workstation.stacks import service_changes
+from genai_workstation.stacks import name_guard, service_changes
 from genai_workstation.stacks.rendered import GpuCheck, HealthCheck
 
 
@@ -207,10 +208,20 @@ def fail_command(problems: list[str]) -> StringCommand:
     return StringCommand(f"{lines}; exit 1")
 
 
+def names_held_elsewhere(stack: str, rendered: dict) -> list[str]:
+    """Fixed container names of the stack that a container outside it holds."""
+    compose = rendered["files"].get("compose.yaml") or {}
+    project, names = name_guard.fixed_names(compose.get("content") or "")
+    if not names:
+        return []
+    held = fact(ContainersNamed, names=names)
+    return name_guard.foreign_name_problems(stack, project, held)
+
+
 def app_device(project_dir: str, check: GpuCheck) -> dict:
     """The AppDevice fact: the card the app of `check` reports now."""
-    return fact(AppDevice, project_dir=project_dir, service=check.service,
-                         probe=check.probe, url=check.url)
+    return fact(AppDevice, project_dir=project_dir, service=check.service, probe=check.probe,
+                url=check.url)
 
 
 def app_gpu_problems(stack: str, project_dir: str, checks: list[GpuCheck]) -> list[str]:
@@ -289,6 +300,11 @@ def converge(stack: str, rendered, project_dir: str, *, user: str, uid: int, gid
     if decision.up and r["service_hashes"]:  # the plan says which services change
         logger.info(f"{host.print_prefix}plan: "
                     + service_changes.describe(stack, decision.recreate, decision.keep))
+
+    problems = names_held_elsewhere(stack, r) if decision.up else []
+    if problems:  # before anything is written: Docker would refuse it halfway through `up`
+        yield fail_command(problems)
+        return
 
     if decision.snapshot:
         yield StringCommand(lc.snapshot_script(project_dir, decision.snapshot_name,
