@@ -14,13 +14,11 @@ from jsonschema import Draft202012Validator
 from .checks import check_document, check_host
 from .credentials import credential_problems
 from .errors import InventoryError, Problem
+from .resources import DEFAULT_INVENTORY, SCHEMA_PATH
 from .secrets import load_secrets, required_secrets
 from .textfiles import read_text
 from .yamlmarks import MAX_ENTRIES, TooLarge, join, load_with_marks
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_PATH = REPO_ROOT / "inventory" / "schema.json"
-DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "workstation.yaml"
 INVENTORY_ENV = "GENAI_INVENTORY"
 
 # Settings that are objects get their own defaults filled in even when absent.

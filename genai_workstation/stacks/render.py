@@ -32,13 +32,11 @@ import yaml
 
 from ..checks import windows_path_reason
 from ..layout import COMFYUI_MODEL_FOLDERS, LEGACY_MODEL_FOLDERS
+from ..resources import FILES_DIR
 from .errors import StackError
 from .forge_flags import FORGE_FLAGS, FORGE_FLAGS_REF, FORGE_REFUSED_FLAGS
 from .gpu_order import cuda_index
 from .proxy import GATE_PORT, auth_snippet, gate_config
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FILES_DIR = REPO_ROOT / "files"
 
 LABEL = "genai"  # label prefix, shared with the lifecycle and facts/compose.py
 HASH_PLACEHOLDER = "@@GENAI_CONFIG_HASH@@"
