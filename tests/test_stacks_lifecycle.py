@@ -10,8 +10,7 @@ import re
 import subprocess
 
 import pytest
-
-from facts.compose import (
+from genai_workstation.facts.compose import (
     AppDevice,
     ComposeProject,
     ImageLabel,
@@ -20,6 +19,7 @@ from facts.compose import (
     parse_labels,
     parse_ps_output,
 )
+
 from genai_workstation.operations.stack import as_plain, gpu_checks
 from genai_workstation.stacks import lifecycle as lc
 

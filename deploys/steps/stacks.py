@@ -7,11 +7,11 @@ an operation's arguments (the rendered stack carries secret file contents).
 
 from __future__ import annotations
 
+from genai_workstation.facts.gpu import NvidiaGpus
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server
 
-from facts.gpu import NvidiaGpus
 from genai_workstation.operations import stack as stack_ops
 from genai_workstation.stacks import lifecycle as lc
 
@@ -147,7 +147,7 @@ def stack_spec(name: str, data: dict | None = None) -> dict | None:
 def verify(name: str):
     """After the deploy: every service of the stack running/healthy and on the declared card
     (the stack only; deploys.steps.verify.verify_host also checks the workstation)."""
-    from deploys.steps.verify import verify_host
+    from genai_workstation.deploys.steps.verify import verify_host
 
     verify_host([name], workstation=False)
 

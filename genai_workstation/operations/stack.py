@@ -25,7 +25,7 @@ from pyinfra import host
 from pyinfra.api import StringCommand, operation
 from pyinfra.operations import files
 
-from facts.compose import (
+from genai_workstation.facts.compose import (
     AppDevice,
     ComposeProject,
     ImageLabel,

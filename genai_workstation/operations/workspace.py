@@ -6,7 +6,7 @@ import posixpath
 
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
-from facts.filesystem import PathStates, is_windows_mount
+from genai_workstation.facts.filesystem import PathStates, is_windows_mount
 from genai_workstation.layout import COMFYUI_MODEL_FOLDERS, DATA_FOLDERS
 
 from .once import cached_fact, noop, passed_at_prepare

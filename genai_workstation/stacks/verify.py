@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pyinfra import host
 
-from facts.compose import AppDevice, ComposeProject
-from facts.filesystem import PathStates
-from facts.probe import HttpStatus
+from genai_workstation.facts.compose import AppDevice, ComposeProject
+from genai_workstation.facts.filesystem import PathStates
+from genai_workstation.facts.probe import HttpStatus
 from genai_workstation.findings import Finding
 
 from . import checks
