@@ -57,6 +57,9 @@ def _requirement_name(requirement: str) -> str:
 
 def test_dependencies_are_what_the_code_imports():
     imported = set().union(*(_top_level_imports(REPO / folder) for folder in PRODUCT))
+    assert imported & {"facts", "deploys"} == set(), (
+        "import genai_workstation.facts / genai_workstation.deploys.steps: a wheel has no "
+        "top-level facts or deploys")
     third_party = imported - set(sys.stdlib_module_names) - {"__future__", *PRODUCT}
     distributions = packages_distributions()
     missing = [name for name in third_party if name not in distributions]
