@@ -1,13 +1,15 @@
 """The package installs: `pip install .` (not editable) into a fresh venv gives working
-genai-drift and genai-models from any folder, with templates, schema, facts and deploys found
-inside the installed package, and nothing in site-packages but the project's own names.
+genai-drift, genai-models and genai-import from any folder, with templates, schema, facts and
+deploys found inside the installed package, and nothing in site-packages but the project's own
+names.
 
 The wheel is built from a copy holding only what pyproject.toml packs (no checkout to fall back
 on), by pip with build isolation (setuptools from the package index, as `pip install .` does).
 The fresh venv sees the dependencies through a .pth line to this venv's site-packages (a path
 added by a .pth line is not scanned for .pth files, so this venv's editable install stays out).
 genai-drift then runs the shipped site deploy against this machine (@local, read-only: a drift
-check executes nothing) and genai-models downloads from a real loopback HTTP server.
+check executes nothing), genai-models downloads from a real loopback HTTP server and
+genai-import drafts an inventory the schema accepts.
 """
 
 from __future__ import annotations
@@ -145,10 +147,18 @@ def test_wheel_installs_only_the_projects_own_names(installed):
 def test_installed_commands_run_from_any_folder(installed, tmp_path, model_server):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    for command in ("genai-drift", "genai-models"):
+    for command in ("genai-drift", "genai-models", "genai-import"):
         shown = _run(installed, command, "--help", cwd=elsewhere)
         assert shown.returncode == 0, shown.stderr
         assert "exit" in shown.stdout.lower()
+
+    (elsewhere / "docker-compose.yml").write_text(yaml.safe_dump({"services": {"comfy": {
+        "image": "yanwenkun/comfyui-boot:cu124", "ports": ["8188:8188"]}}}))
+    imported = _run(installed, "genai-import", "compose", "docker-compose.yml", cwd=elsewhere)
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    assert "the inventory loader accepts it" in imported.stdout  # validated by the schema
+    draft = yaml.safe_load((elsewhere / "imported.yaml").read_text())
+    assert draft["hosts"]["local"]["stacks"] == {"comfyui": {"port": 8188}}
 
     data = b"installed weights " * 4096
     model_server.add_file("tiny.safetensors", data)
