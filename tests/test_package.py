@@ -72,6 +72,13 @@ def test_dependencies_are_what_the_code_imports():
     assert declared - needed == set(), "declared, never imported: drop it or say why"
 
 
+def test_tests_and_benchmarks_import_facts_by_the_package_name():
+    """`facts.gpu` and `genai_workstation.facts.gpu` would be two modules, two classes of each
+    fact: pyinfra would read and cache the same fact twice."""
+    for folder in ("tests", "bench"):
+        assert _top_level_imports(REPO / folder) & {"facts", "deploys"} == set(), folder
+
+
 def test_every_package_is_listed_with_its_folder():
     """A package missing from pyproject's explicit list would be left out of the wheel."""
     listed = {REPO / _folder(name) for name in SETUPTOOLS["packages"]}
