@@ -43,13 +43,8 @@ import time
 from pathlib import Path
 
 import yaml
-
-BENCH = Path(__file__).resolve().parent
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-from bench_fleet import apt_seed, machine_busy_seconds, plot, seed  # noqa: E402
-from bench_noop import (  # noqa: E402
+from bench_fleet import apt_seed, machine_busy_seconds, plot, seed
+from bench_noop import (
     REPO,
     RESULTS,
     STACKS,
@@ -64,8 +59,8 @@ from bench_noop import (  # noqa: E402
     write_json,
 )
 
-from tests.harness.hosts import fleet_inventory, start_hosts, stop_hosts  # noqa: E402
-from tests.harness.pyinfra_run import run_pyinfra  # noqa: E402
+from tests.harness.hosts import fleet_inventory, start_hosts, stop_hosts
+from tests.harness.pyinfra_run import run_pyinfra
 
 DRIFT = Path(sys.executable).with_name("genai-drift")
 NOOP_CASE = "pyinfra comfyui.py no-op converge (1 host)"

@@ -30,23 +30,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
+import bench_noop  # run as a script, bench/ is on sys.path; bench_noop puts the repo there
 
-from bench_noop import (  # noqa: E402
-    REPO,
-    RESULTS,
-    cpu_settings,
-    machine,
-    pyinfra_version,
-    write_json,
-)
+from tests.harness.hosts import fleet_inventory, start_hosts, stop_hosts
+from tests.harness.pyinfra_run import run_pyinfra
 
-from tests.harness.hosts import fleet_inventory, start_hosts, stop_hosts  # noqa: E402
-from tests.harness.pyinfra_run import run_pyinfra  # noqa: E402
-
-PLOT = RESULTS / "benchmarks.png"
+PLOT = bench_noop.RESULTS / "benchmarks.png"
 # docker.io's .debs and the package lists, downloaded once; each benchmark host gets a copy.
 APT_SEED = Path("/var/cache/genai-workstation-bench/apt-seed.tar")
 
@@ -103,7 +92,7 @@ def converge_fleet(size: int, scratch: Path, seed_tarball: Path | None) -> dict:
     try:
         for host in hosts if seed_tarball else []:
             seed(host, seed_tarball)
-        inventory = fleet_inventory(hosts, **cpu_settings())
+        inventory = fleet_inventory(hosts, **bench_noop.cpu_settings())
         load = os.getloadavg()[0]
         first, first_cpu, first_busy = timed_cpu(lambda: run_pyinfra(
             "deploys/workstation.py", inventory, inventory_dir=scratch / f"inventory{size}"))
@@ -133,7 +122,7 @@ def converge_fleet(size: int, scratch: Path, seed_tarball: Path | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--out", type=Path, default=RESULTS / "fleet.json")
+    parser.add_argument("--out", type=Path, default=bench_noop.RESULTS / "fleet.json")
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--no-apt-seed", action="store_true",
                         help="let every host download docker.io from the mirror")
@@ -156,11 +145,12 @@ def main() -> None:
             row["first_converge_vs_1_host"] = round(row["first_converge_s"]
                                                     / one["first_converge_s"], 2)
             row["noop_rerun_vs_1_host"] = round(row["noop_rerun_s"] / one["noop_rerun_s"], 2)
-    write_json(args.out, {
+    bench_noop.write_json(args.out, {
         "benchmark": "fleet: N fresh Debian 12 hosts converged by deploys/workstation.py "
                      "(CPU-only) in one pyinfra run, then a no-op re-run",
         "apt_seeded": not args.no_apt_seed,
-        "machine": machine(), "pyinfra": pyinfra_version(), "results": rows})
+        "machine": bench_noop.machine(), "pyinfra": bench_noop.pyinfra_version(),
+        "results": rows})
     print("\n| hosts | first converge s | x 1 host | no-op re-run s | x 1 host "
           "| pyinfra CPU s (converge / re-run) | machine CPU use (converge / re-run) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
@@ -183,7 +173,8 @@ def plot(out: Path = PLOT) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fleet_path, noop_path = RESULTS / "fleet.json", RESULTS / "noop.json"
+    fleet_path = bench_noop.RESULTS / "fleet.json"
+    noop_path = bench_noop.RESULTS / "noop.json"
     fleet = json.loads(fleet_path.read_text()) if fleet_path.exists() else None
     noop = json.loads(noop_path.read_text()) if noop_path.exists() else None
     fig, (left, right, third) = plt.subplots(1, 3, figsize=(20, 5.2), dpi=110)
@@ -254,14 +245,14 @@ def plot(out: Path = PLOT) -> Path | None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
-    print(f"wrote {out.relative_to(REPO)}")
+    print(f"wrote {out.relative_to(bench_noop.REPO)}")
     return out
 
 
 def _drift_panel(axis) -> None:
     """genai-drift (bench_drift.py): one pass on 1 / 4 / 8 hosts, next to the no-op converge
     and the empty deploy of the same run."""
-    path = RESULTS / "drift.json"
+    path = bench_noop.RESULTS / "drift.json"
     if not path.exists():
         axis.text(0.5, 0.5, "no drift results yet", ha="center", transform=axis.transAxes)
         axis.set_title("genai-drift")

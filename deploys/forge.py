@@ -4,10 +4,10 @@ The checklist: the workstation, the models, the Forge stack (every instance of t
 `stacks.forge`, one per card), then verify.
 """
 
-from deploys.steps.models import sync_models
-from deploys.steps.stacks import stack
-from deploys.steps.verify import verify_host
-from deploys.steps.workstation import workstation
+from genai_workstation.deploys.steps.models import sync_models
+from genai_workstation.deploys.steps.stacks import stack
+from genai_workstation.deploys.steps.verify import verify_host
+from genai_workstation.deploys.steps.workstation import workstation
 
 workstation()
 sync_models()

@@ -3,6 +3,6 @@
     pyinfra inventory.py deploys/models.py
 """
 
-from deploys.steps.models import sync_models
+from genai_workstation.deploys.steps.models import sync_models
 
 sync_models()

@@ -3,10 +3,10 @@
 `genai-drift` compares the host with this deploy's dry-run plan.
 """
 
-from deploys.steps.models import sync_models
-from deploys.steps.stacks import comfyui_stack, custom_stacks, forge_stack
-from deploys.steps.verify import verify_host
-from deploys.steps.workstation import workstation
+from genai_workstation.deploys.steps.models import sync_models
+from genai_workstation.deploys.steps.stacks import comfyui_stack, custom_stacks, forge_stack
+from genai_workstation.deploys.steps.verify import verify_host
+from genai_workstation.deploys.steps.workstation import workstation
 
 workstation()
 sync_models()

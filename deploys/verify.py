@@ -1,5 +1,5 @@
 """Check workstations against the inventory, changing nothing: GPU, Docker, folders, stacks."""
 
-from deploys.steps.verify import verify_host
+from genai_workstation.deploys.steps.verify import verify_host
 
 verify_host()

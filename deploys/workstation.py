@@ -4,6 +4,6 @@ Platform checks, WSL settings, the workstation user, Docker, the NVIDIA containe
 the workspace tree; see docs/workstation.md for what it changes on the machine and why.
 """
 
-from deploys.steps.workstation import workstation
+from genai_workstation.deploys.steps.workstation import workstation
 
 workstation()

@@ -17,13 +17,11 @@ from .credentials import credential_problems
 from .errors import InventoryError, Problem
 from .hostmodel import HostModel, host_model
 from .layout import default_models_dir
+from .resources import DEFAULT_INVENTORY, SCHEMA_PATH
 from .secrets import load_secrets, required_secrets
 from .textfiles import read_text
 from .yamlmarks import MAX_ENTRIES, TooLarge, join, load_with_marks
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_PATH = REPO_ROOT / "inventory" / "schema.json"
-DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "workstation.yaml"
 INVENTORY_ENV = "GENAI_INVENTORY"
 
 # Settings that are objects get their own defaults filled in even when absent.

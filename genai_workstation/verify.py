@@ -48,7 +48,7 @@ def _platform(host, data, facts) -> list[Finding]:
     if wanted == "linux" and is_wsl2:
         found.append(Finding(host, "platform", "linux", "WSL2", "set platform: wsl2 (or auto)"))
     if is_wsl2 and facts.get("forbidden"):
-        from facts.packages import NVIDIA_WSL_REASON
+        from genai_workstation.facts.packages import NVIDIA_WSL_REASON
 
         names = " ".join(facts["forbidden"])
         found.append(Finding(host, "Linux NVIDIA driver packages in WSL", "none installed",
@@ -101,7 +101,7 @@ def _docker(host, data, facts) -> list[Finding]:
         found.append(Finding(host, "docker compose", "Compose v2", "missing", CONVERGE))
     gpu_wanted = data.gpu.mode == "nvidia" and data.nvidia_toolkit.enabled
     if gpu_wanted:
-        from facts.docker import nvidia_runtime_ok
+        from genai_workstation.facts.docker import nvidia_runtime_ok
 
         daemon = facts["daemon_json"]
         if daemon.get("error") or not nvidia_runtime_ok(daemon.get("config") or {}):
@@ -119,7 +119,7 @@ def _docker(host, data, facts) -> list[Finding]:
 
 
 def _folders(host, data, facts) -> list[Finding]:
-    from facts.filesystem import is_windows_mount
+    from genai_workstation.facts.filesystem import is_windows_mount
 
     uid, gid = data.user.uid, data.user.gid
     found = []

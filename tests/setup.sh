@@ -14,6 +14,7 @@ packages=(
     caddy                           # the auth proxy config is checked by a real Caddy
     vagrant                         # `vagrant validate` of the rehearsal Vagrantfile
     vagrant-libvirt                 # its libvirt provider checks (no hypervisor needed)
+    graphviz                        # docs/architecture.svg re-rendered from its source
 )
 missing=()
 for package in "${packages[@]}"; do

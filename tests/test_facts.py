@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from genai_workstation.facts.docker import nvidia_runtime_ok
+from genai_workstation.facts.filesystem import is_windows_mount
+from genai_workstation.facts.packages import NVIDIA_WSL_REASON
+from genai_workstation.facts.wsl import merge_wsl_conf, parse_wsl_conf
 from pyinfra_testing.facts import make_fact_tests
 
-from facts.docker import nvidia_runtime_ok
-from facts.filesystem import is_windows_mount
-from facts.packages import NVIDIA_WSL_REASON
-from facts.wsl import merge_wsl_conf, parse_wsl_conf
 from genai_workstation.gpus import GpuResolutionError, cuda_index, resolve_gpu
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ CASES = Path(__file__).resolve().parent / "facts"
 
 # One TestCase class per tests/facts/<module>.<FactName>/ folder.
 for _folder in sorted(p for p in CASES.iterdir() if p.is_dir()):
-    _cls = make_fact_tests("facts", _folder.name, _folder)
+    _cls = make_fact_tests("genai_workstation.facts", _folder.name, _folder)
     _cls.__name__ = f"TestFact_{_folder.name.replace('.', '_')}"
     globals()[_cls.__name__] = _cls
 del _folder, _cls

@@ -9,10 +9,11 @@ from __future__ import annotations
 import shlex
 import subprocess
 
-from facts.docker import DockerRuntimes
-from facts.filesystem import PathStates
-from facts.health import HostHealth
-from facts.platform import Platform
+from genai_workstation.facts.docker import DockerRuntimes
+from genai_workstation.facts.filesystem import PathStates
+from genai_workstation.facts.health import HostHealth
+from genai_workstation.facts.platform import Platform
+
 from genai_workstation.hostfacts import batch_command, split_output
 
 

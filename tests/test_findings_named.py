@@ -241,7 +241,7 @@ def test_critical_shows_in_table_junit_prometheus_and_json():
 # --- the ComposeProject fact: compose.yaml ports and what the containers publish ------------
 
 def test_compose_project_reads_file_ports_and_publishers():
-    from facts.compose import ComposeProject
+    from genai_workstation.facts.compose import ComposeProject
 
     ps = json.dumps({"Name": "genai-comfyui-proxy-1", "Service": "proxy", "State": "running",
                      "Health": "", "Image": "caddy:2", "ExitCode": 0, "Labels": "",

@@ -91,10 +91,11 @@ def test_a_read_only_converge_plan_reads_each_of_our_facts_once(tmp_path):
     deployed yet): the verify checks, then deploys/site.py's steps prepared and each
     operation's generator run, as drift/run.py does. The platform, the GPUs, the stack's
     compose state... are asked for by several of them and read once."""
-    from deploys.steps.models import sync_models
-    from deploys.steps.stacks import comfyui_stack, custom_stacks, forge_stack
-    from deploys.steps.verify import state_findings, verify_host
-    from deploys.steps.workstation import workstation
+    from genai_workstation.deploys.steps.models import sync_models
+    from genai_workstation.deploys.steps.stacks import comfyui_stack, custom_stacks, forge_stack
+    from genai_workstation.deploys.steps.verify import state_findings, verify_host
+    from genai_workstation.deploys.steps.workstation import workstation
+
     from genai_workstation.drift.run import config_findings
 
     data = host_data(tmp_path, docker={"source": "desktop"}, stacks={"comfyui": {"port": 8188}})

@@ -16,7 +16,8 @@ from tests.test_verify_checks import converged, drifted, host_data  # noqa: F401
 def test_memory_floor_allows_what_the_kernel_reserves(host_data, converged,  # noqa: F811
                                                       mem_total_mib, short):
     facts = drifted(converged, ("health", "mem_total_mib"), mem_total_mib)
-    findings = [f for f in evaluate_workstation("ws1", host_model(host_data), facts) if f.item == "memory"]
+    findings = [f for f in evaluate_workstation("ws1", host_model(host_data), facts)
+                if f.item == "memory"]
     assert bool(findings) is short, findings
     if short:
         assert findings[0].expected == ">= 8192 MiB for the enabled stacks"

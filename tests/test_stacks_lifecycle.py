@@ -10,8 +10,7 @@ import re
 import subprocess
 
 import pytest
-
-from facts.compose import (
+from genai_workstation.facts.compose import (
     AppDevice,
     ComposeProject,
     ImageLabel,
@@ -19,7 +18,8 @@ from facts.compose import (
     parse_labels,
     parse_ps_output,
 )
-from facts.filesystem import SecretFiles
+from genai_workstation.facts.filesystem import SecretFiles
+
 from genai_workstation.operations.stack import as_plain, write_checks
 from genai_workstation.stacks import lifecycle as lc
 from genai_workstation.stacks.rendered import GpuCheck

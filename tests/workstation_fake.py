@@ -121,7 +121,7 @@ LAST_EXECUTED: list[str] = []
 def run_fake(tmp_path: Path, responses: dict, steps=None, **settings):
     """Run the workstation step (or `steps`, deploy functions run in order) on `@fake/wsl`;
     return (state, host, [(op name, [commands])])."""
-    from deploys.steps.workstation import workstation
+    from genai_workstation.deploys.steps.workstation import workstation
 
     data = host_data(tmp_path, **settings)
     data.update({"fake_responses": responses, "fake_delay": 0, "fake_delay_jitter": 0})

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from weakref import WeakKeyDictionary
 
+from genai_workstation.facts.gpu import NvidiaGpus
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.context import ctx_host
 from pyinfra.operations import server
 
-from facts.gpu import NvidiaGpus
 from genai_workstation import hostfacts
 from genai_workstation.hostmodel import HostModel, Stack, host_model
 from genai_workstation.operations import stack as stack_ops
@@ -123,7 +123,7 @@ def stack_spec(name: str, data: dict | None = None) -> StackSpec | None:
 def verify(name: str):
     """After the deploy: every service of the stack running/healthy and on the declared card
     (the stack only; deploys.steps.verify.verify_host also checks the workstation)."""
-    from deploys.steps.verify import verify_host
+    from genai_workstation.deploys.steps.verify import verify_host
 
     verify_host([name], workstation=False)
 

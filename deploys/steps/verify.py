@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from genai_workstation.deploys.steps.stacks import stack_spec
+from genai_workstation.deploys.steps.workstation import (
+    facts_read_by_the_step,
+    wsl_shutdown_reminder,
+)
+from genai_workstation.facts.compose import ComposeProject
+from genai_workstation.facts.platform import Platform
 from pyinfra import host
 from pyinfra.api import deploy
 
-from deploys.steps.stacks import stack_spec
-from deploys.steps.workstation import facts_read_by_the_step, wsl_shutdown_reminder
-from facts.compose import ComposeProject
-from facts.platform import Platform
 from genai_workstation.findings import Finding
 from genai_workstation.hostfacts import fact, in_parallel, prefetch, read_once
 from genai_workstation.hostmodel import host_model

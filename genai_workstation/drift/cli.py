@@ -14,8 +14,9 @@ from pathlib import Path  # noqa: E402
 
 from genai_workstation import exitcodes  # noqa: E402
 from genai_workstation.errors import InventoryError  # noqa: E402
-from genai_workstation.loader import REPO_ROOT, inventory_path, load_inventory  # noqa: E402
+from genai_workstation.loader import inventory_path, load_inventory  # noqa: E402
 from genai_workstation.reports import FORMATS, render  # noqa: E402
+from genai_workstation.resources import ROOT, shipped_path  # noqa: E402
 
 DEFAULT_DEPLOY = "deploys/site.py"
 PROG = "genai-drift"
@@ -37,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.usage_error(PROG, f"unknown host(s) in --limit: {', '.join(unknown)}; "
                                            f"the inventory has {', '.join(inventory.hosts)}")
     deploy = args.deploy
-    if not (Path(deploy) if Path(deploy).is_absolute() else REPO_ROOT / deploy).is_file():
+    if not shipped_path(deploy).is_file():
         return exitcodes.usage_error(PROG, f"--deploy {deploy}: no such deploy file (a path "
-                                           f"below {REPO_ROOT}, e.g. {DEFAULT_DEPLOY})")
+                                           f"from here or below {ROOT}, e.g. {DEFAULT_DEPLOY})")
 
     from genai_workstation.drift.run import check
 

@@ -18,7 +18,6 @@ most once per host and shared by the plan and the state checks. Nothing is execu
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import gevent
 import pyinfra
@@ -29,7 +28,8 @@ from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
 
 from genai_workstation.findings import CONFIG, ERROR, Finding, Report
-from genai_workstation.loader import REPO_ROOT, Inventory
+from genai_workstation.loader import Inventory
+from genai_workstation.resources import ROOT, shipped_path
 
 DEFAULT_CONNECT_TIMEOUT = 10
 PLAN_MARK = "plan: stack "  # the stack operation's log line saying which services it recreates
@@ -41,7 +41,7 @@ def check(inventory: Inventory, hosts: list[str], deploy: str,
     log = _capture_pyinfra_log()
     state = _state(inventory, hosts, connect_timeout)
     by_pyinfra_name = {inventory.pyinfra_name(name): name for name in hosts}
-    code = compile(_deploy_path(deploy).read_text(encoding="utf-8"), deploy, "exec")
+    code = compile(shipped_path(deploy).read_text(encoding="utf-8"), deploy, "exec")
     state.current_deploy_filename = deploy  # pyinfra orders operations by their line in it
     state.current_op_file_number = 0
     pool = {host: state.pool.spawn(_check_host, state, host, deploy, code)
@@ -91,7 +91,7 @@ def config_findings(state: State, hosts: list, names: dict[str, str],
 
 def _check_host(state: State, host, deploy: str, code) -> tuple[list[Finding], bool]:
     """(findings, whether the plan was prepared) for one host, in its own greenlet."""
-    from deploys.steps.verify import state_findings
+    from genai_workstation.deploys.steps.verify import state_findings
     from genai_workstation.hostfacts import read_only_run
 
     name = host.data.get("workstation_name") or host.name
@@ -127,7 +127,7 @@ def _state(inventory: Inventory, hosts: list[str], connect_timeout: float | None
     """pyinfra's state for these hosts, set up as its CLI sets it up for `--dry`."""
     pyinfra.is_cli = True  # operation order and names exactly as `pyinfra --dry` gives them
     state = State(check_for_changes=True)
-    state.cwd = str(REPO_ROOT)
+    state.cwd = str(ROOT)
     ctx_state.set(state)
     config = Config(CONNECT_TIMEOUT=connect_timeout or DEFAULT_CONNECT_TIMEOUT)
     ctx_config.set(config)
@@ -142,11 +142,6 @@ def _state(inventory: Inventory, hosts: list[str], connect_timeout: float | None
     state.set_stage(StateStage.Connect)
     state.set_stage(StateStage.Prepare)
     return state
-
-
-def _deploy_path(deploy: str) -> Path:
-    path = Path(deploy)
-    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def _stack_plan(plans, host, op_name: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 
-from facts.models import ModelFiles
+from genai_workstation.facts.models import ModelFiles
 from genai_workstation.hostfacts import fact
 from genai_workstation.operations import atomic
 

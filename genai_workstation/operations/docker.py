@@ -10,9 +10,9 @@ from pyinfra.api.util import get_file_sha1
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import apt
 
-from facts.docker import DAEMON_JSON, DaemonJson, nvidia_runtime_ok
-from facts.filesystem import FileStat
-from facts.platform import DockerCli, Platform, ServiceState
+from genai_workstation.facts.docker import DAEMON_JSON, DaemonJson, nvidia_runtime_ok
+from genai_workstation.facts.filesystem import FileStat
+from genai_workstation.facts.platform import DockerCli, Platform, ServiceState
 from genai_workstation.hostfacts import fact, noop, passed_at_prepare, read_once
 
 from . import atomic, packages

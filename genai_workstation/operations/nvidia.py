@@ -10,8 +10,8 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.operations import apt
 
-from facts.gpu import NvidiaGpus
-from facts.platform import Platform
+from genai_workstation.facts.gpu import NvidiaGpus
+from genai_workstation.facts.platform import Platform
 from genai_workstation.gpus import GpuResolutionError, resolve_gpu
 from genai_workstation.hostfacts import fact, noop, passed_at_prepare, read_once
 

@@ -25,9 +25,9 @@ from pyinfra import host, logger
 from pyinfra.api import StringCommand, operation
 from pyinfra.operations import files
 
-from facts.compose import AppDevice, ComposeProject, ImageLabel, StackHistory
-from facts.containers import ContainersNamed
-from facts.filesystem import PathDigests, SecretFiles
+from genai_workstation.facts.compose import AppDevice, ComposeProject, ImageLabel, StackHistory
+from genai_workstation.facts.containers import ContainersNamed
+from genai_workstation.facts.filesystem import PathDigests, SecretFiles
 from genai_workstation.hostfacts import fact
 from genai_workstation.operations import atomic
 from genai_workstation.stacks import lifecycle as lc

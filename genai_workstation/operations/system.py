@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
-from facts.accounts import Account
-from facts.platform import Platform
+from genai_workstation.facts.accounts import Account
+from genai_workstation.facts.platform import Platform
 from genai_workstation.hostfacts import fact, noop, passed_at_prepare, read_once
 
 PLATFORMS = ("auto", "wsl2", "linux")

@@ -10,13 +10,13 @@ from pyinfra.api import FunctionCommand, operation
 from pyinfra.api.state import StateStage
 from pyinfra.context import state
 
-from facts.docker import DaemonJson, DockerRuntimes
-from facts.filesystem import PathStates
-from facts.gpu import NvidiaGpus
-from facts.health import HostHealth
-from facts.packages import ForbiddenNvidiaPackages
-from facts.platform import DockerCli, Platform
-from facts.probe import WriteProbe
+from genai_workstation.facts.docker import DaemonJson, DockerRuntimes
+from genai_workstation.facts.filesystem import PathStates
+from genai_workstation.facts.gpu import NvidiaGpus
+from genai_workstation.facts.health import HostHealth
+from genai_workstation.facts.packages import ForbiddenNvidiaPackages
+from genai_workstation.facts.platform import DockerCli, Platform
+from genai_workstation.facts.probe import WriteProbe
 from genai_workstation.findings import ERROR, SKIPPED, Finding, Report
 from genai_workstation.hostfacts import read_once, read_together
 from genai_workstation.hostmodel import HostModel, host_model

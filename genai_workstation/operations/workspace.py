@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
-from facts.filesystem import PathStates, is_windows_mount
+from genai_workstation.facts.filesystem import PathStates, is_windows_mount
 from genai_workstation.hostfacts import fact, noop, passed_at_prepare
 from genai_workstation.layout import Layout, default_models_dir
 

@@ -7,8 +7,8 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
-from facts.packages import NVIDIA_WSL_REASON, ForbiddenNvidiaPackages
-from facts.wsl import WslConf, merge_wsl_conf
+from genai_workstation.facts.packages import NVIDIA_WSL_REASON, ForbiddenNvidiaPackages
+from genai_workstation.facts.wsl import WslConf, merge_wsl_conf
 from genai_workstation.hostfacts import fact, noop, passed_at_prepare
 
 from . import atomic

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..hostmodel import BUILTIN_STACKS
+from ..resources import FILES_DIR  # noqa: F401 (re-exported)
 from .builtin import FORBIDDEN_FLAGS, OPTIONAL_IMAGE_SETTINGS, set_arg_defaults  # noqa: F401
 from .comfyui import COMFYUI_DEFAULTS, COMFYUI_PORT, _ComfyUI  # noqa: F401
 from .context import _Data, _Renderer
@@ -35,9 +36,6 @@ from .exposure import PROXY_FIRST_PORT, PROXY_IMAGE, _client_ip  # noqa: F401
 from .forge import FORGE_DEFAULTS, FORGE_MODEL_FLAGS, FORGE_PORT, _Forge  # noqa: F401
 from .hashing import SECRET_DIGEST_ITERATIONS, _finish, config_hash  # noqa: F401
 from .rendered import HASH_PLACEHOLDER, LABEL, ImageBuild, RenderedFile, RenderedStack  # noqa: F401
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FILES_DIR = REPO_ROOT / "files"
 
 
 def render_stack(stack_name: str, host_data, resolved_gpus: Mapping[str, dict | None],

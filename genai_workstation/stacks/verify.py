@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facts.compose import AppDevice, ComposeProject
-from facts.filesystem import PathStates
-from facts.probe import HttpStatus
+from genai_workstation.facts.compose import AppDevice, ComposeProject
+from genai_workstation.facts.filesystem import PathStates
+from genai_workstation.facts.probe import HttpStatus
 from genai_workstation.findings import Finding
 from genai_workstation.hostfacts import fact
 
