@@ -13,9 +13,9 @@ enabled stack of the host is used. The next `deploys/comfyui.py` run deploys the
 config again: fix the inventory before that.
 """
 
-from genai_workstation.deploys.steps.stacks import fail, rollback
 from pyinfra import host
 
+from genai_workstation.deploys.steps.stacks import fail, rollback
 from genai_workstation.verify import enabled_stacks
 
 _stack = host.data.get("rollback_stack")

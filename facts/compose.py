@@ -11,9 +11,9 @@ import json
 import re
 
 import yaml
-from genai_workstation.facts.filesystem import sh_quote as _q
 from pyinfra.api import FactBase
 
+from genai_workstation.facts.filesystem import sh_quote as _q
 from genai_workstation.stack_names import (
     CONFIG_HASH_LABEL,
     DEPLOYED_HASH_FILE,

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from pyinfra_testing.facts import make_fact_tests
+
 from genai_workstation.facts.docker import nvidia_runtime_ok
 from genai_workstation.facts.filesystem import is_windows_mount
 from genai_workstation.facts.packages import NVIDIA_WSL_REASON
 from genai_workstation.facts.wsl import merge_wsl_conf, parse_wsl_conf
-from pyinfra_testing.facts import make_fact_tests
-
 from genai_workstation.gpus import GpuResolutionError, cuda_index, resolve_gpu
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,6 @@ from genai_workstation.facts.docker import DockerRuntimes
 from genai_workstation.facts.filesystem import PathStates
 from genai_workstation.facts.health import HostHealth
 from genai_workstation.facts.platform import Platform
-
 from genai_workstation.hostfacts import batch_command, split_output
 
 

@@ -95,7 +95,6 @@ def test_a_read_only_converge_plan_reads_each_of_our_facts_once(tmp_path):
     from genai_workstation.deploys.steps.stacks import comfyui_stack, custom_stacks, forge_stack
     from genai_workstation.deploys.steps.verify import state_findings, verify_host
     from genai_workstation.deploys.steps.workstation import workstation
-
     from genai_workstation.drift.run import config_findings
 
     data = host_data(tmp_path, docker={"source": "desktop"}, stacks={"comfyui": {"port": 8188}})

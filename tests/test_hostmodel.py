@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from genai_workstation.deploys.steps import stacks as steps
 from pyinfra.context import ctx_host
 
+from genai_workstation.deploys.steps import stacks as steps
 from genai_workstation.hostmodel import FORGE, host_model
 from genai_workstation.secrets import required_secrets
 from genai_workstation.stacks import render as render_module

@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from genai_workstation.facts.models import ModelFiles
 
+from genai_workstation.facts.models import ModelFiles
 from genai_workstation.models import manifest
 
 HF_TOKEN = "hf_" + "pyinfratestTOKEN" + "B" * 20  # fake, built: no token literal in git

@@ -10,6 +10,7 @@ import re
 import subprocess
 
 import pytest
+
 from genai_workstation.facts.compose import (
     AppDevice,
     ComposeProject,
@@ -19,7 +20,6 @@ from genai_workstation.facts.compose import (
     parse_ps_output,
 )
 from genai_workstation.facts.filesystem import SecretFiles
-
 from genai_workstation.operations.stack import as_plain, write_checks
 from genai_workstation.stacks import lifecycle as lc
 from genai_workstation.stacks.rendered import GpuCheck

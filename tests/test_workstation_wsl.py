@@ -7,11 +7,11 @@ No WSL here: the facts' commands are answered with real outputs of a WSL2 Ubuntu
 from __future__ import annotations
 
 import pytest
+from pyinfra.api import OperationError
+
 from genai_workstation.deploys.steps.verify import verify_host
 from genai_workstation.deploys.steps.workstation import workstation
 from genai_workstation.facts.packages import NVIDIA_WSL_REASON
-from pyinfra.api import OperationError
-
 from tests.workstation_fake import path_states, run_fake, workspace_paths, wsl_responses
 
 MERGED_WSL_CONF = (

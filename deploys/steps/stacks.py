@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from weakref import WeakKeyDictionary
 
-from genai_workstation.facts.gpu import NvidiaGpus
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.context import ctx_host
 from pyinfra.operations import server
 
 from genai_workstation import hostfacts
+from genai_workstation.facts.gpu import NvidiaGpus
 from genai_workstation.hostmodel import HostModel, Stack, host_model
 from genai_workstation.operations import stack as stack_ops
 from genai_workstation.stacks.verify import StackSpec

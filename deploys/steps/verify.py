@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pyinfra import host
+from pyinfra.api import deploy
+
 from genai_workstation.deploys.steps.stacks import stack_spec
 from genai_workstation.deploys.steps.workstation import (
     facts_read_by_the_step,
@@ -9,9 +12,6 @@ from genai_workstation.deploys.steps.workstation import (
 )
 from genai_workstation.facts.compose import ComposeProject
 from genai_workstation.facts.platform import Platform
-from pyinfra import host
-from pyinfra.api import deploy
-
 from genai_workstation.findings import Finding
 from genai_workstation.hostfacts import fact, in_parallel, prefetch, read_once
 from genai_workstation.hostmodel import host_model

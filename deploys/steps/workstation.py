@@ -9,14 +9,14 @@ inventory, so a converged host plans zero changes.
 
 from __future__ import annotations
 
-from genai_workstation.facts.accounts import Account
-from genai_workstation.facts.filesystem import FileStat, PathStates
-from genai_workstation.facts.platform import Platform, ServiceState
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import python
 
+from genai_workstation.facts.accounts import Account
+from genai_workstation.facts.filesystem import FileStat, PathStates
+from genai_workstation.facts.platform import Platform, ServiceState
 from genai_workstation.hostfacts import prefetch, read_once, run_memo
 from genai_workstation.hostmodel import host_model
 from genai_workstation.operations import docker, nvidia, system, workspace, wsl

@@ -9,9 +9,9 @@ Dockerfiles need a registry.
 
 import json
 
-from genai_workstation.deploys.steps.stacks import stack, verify
 from pyinfra import host
 
+from genai_workstation.deploys.steps.stacks import stack, verify
 from genai_workstation.operations import stack as stack_ops
 from genai_workstation.stacks import lifecycle as lc
 
