@@ -46,25 +46,12 @@ class _App:
     ports: list[str] = field(default_factory=list)  # compose `ports:` entries
     published: list[tuple[str, str, int]] = field(default_factory=list)
 
-    @property
-    def key(self) -> str:
-        return self.model.key
-
-    @property
-    def service(self) -> str:
-        return self.model.service
-
-    @property
-    def field(self) -> str:
-        return self.model.field
-
-    @property
-    def spec(self) -> Mapping:
-        return self.model.settings
-
-    @property
-    def internal_port(self) -> int:
-        return self.model.kind.internal_port
+    # what the host model says of the app, read through (app.key, app.service, ...)
+    key = property(lambda self: self.model.key)
+    service = property(lambda self: self.model.service)
+    field = property(lambda self: self.model.field)  # its path in the inventory
+    spec = property(lambda self: self.model.settings)
+    internal_port = property(lambda self: self.model.kind.internal_port)
 
 
 class _BuiltinStack(_Exposure):
