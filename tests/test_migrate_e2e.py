@@ -248,7 +248,8 @@ def test_old_container_with_the_same_name_stops_the_run_before_anything_is_writt
     blocked = site["blocked"]
     assert blocked.returncode != 0
     # ComfyUI converged first (a failed host leaves pyinfra's --json output empty: the log)
-    assert re.search(r"Stack comfyui: render, build, up, health *\n\s+\[workstation\] Success",
+    assert re.search(r"Stack comfyui: render, build, up, health *\n"
+                     r"(\s+\[workstation\] plan: .*\n)?\s+\[workstation\] Success",
                      blocked.stderr), blocked.describe()
     assert ("genai: stack forge: the container name myia is taken by container " in
             blocked.stderr), blocked.describe()

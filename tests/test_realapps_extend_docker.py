@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,9 @@ def mirror(docker_engine, tmp_path_factory):
 def _node(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "__init__.py").write_text(NODE_INIT)
-    (folder / "requirements.txt").write_text("tabulate==0.9.0\n")
+    # The run's own comment: the layers from the node's requirements on are this run's, so a
+    # warm engine (an earlier run's pin-change layer) cannot hide what a pin change fetches.
+    (folder / "requirements.txt").write_text(f"tabulate==0.9.0\n# test run {uuid.uuid4()}\n")
     (folder / ".env").write_text("SOME_API_KEY=never-baked\n")
     return folder
 
