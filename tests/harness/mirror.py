@@ -57,6 +57,34 @@ def upstream_dir() -> Path | None:
     return None
 
 
+REAL = "real"
+UPSTREAM_MODE_ENV = "GENAI_UPSTREAM"
+_REAL_PROBES = ("https://github.com/", "https://pypi.org/simple/",
+                "https://download.pytorch.org/whl/cpu/")
+
+
+def upstream_source() -> tuple[Path | str | None, str]:
+    """Where the real-app tests build from, and why not when they cannot: (source, reason).
+
+    ``GENAI_UPSTREAM=real``: the real upstream URLs (GitHub, PyPI, PyTorch's index, the base
+    images' registry), for a machine with internet; ``REAL`` is returned when they answer.
+    Otherwise the bundles of ``upstream_dir()`` served by this mirror (a Path)."""
+    if os.environ.get(UPSTREAM_MODE_ENV, "") == REAL:
+        for url in _REAL_PROBES:
+            try:
+                urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10)
+            except (urllib.error.URLError, OSError) as error:
+                return None, (f"{UPSTREAM_MODE_ENV}=real but {url} is unreachable ({error}): "
+                              "the real upstream URLs need internet")
+        return REAL, ""
+    found = upstream_dir()
+    if found is None:
+        return None, ("no upstream sources: ../shared/upstream (or $GENAI_UPSTREAM_DIR) holds "
+                      "the git bundles the real-app builds use offline; with internet, set "
+                      f"{UPSTREAM_MODE_ENV}=real to build from the real upstream URLs")
+    return found, ""
+
+
 def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -251,6 +279,8 @@ def serving(engine, wheels: Path, git_root: Path | None):
 
 COMFYUI_REF = "v0.3.64"  # the tag in ComfyUI.bundle
 LOGIN_REF = "snapshot"  # the tag in ComfyUI-Login.bundle
+LOGIN_UPSTREAM_URL = "https://github.com/liusida/ComfyUI-Login.git"
+LOGIN_UPSTREAM_COMMIT = "69109257f4629a11ebe26cd65667536c4f8dddcb"  # LOGIN_REF's upstream
 # torch is the CPU wheel of pip's find-links (/opt/wheels); torchvision is the release built
 # for it (Requires-Dist torch==2.13.0); torchaudio's last release (2.11.1) needs torch>=2.11.
 # pip and requests: the Dockerfile installs them too.
@@ -329,3 +359,17 @@ def image_settings(mirror: MirrorServer, base_image: str, repo: str, ref: str) -
     return {"base_image": base_image, "apt_mirror": mirror.url,
             "pip_index_url": f"{mirror.url}/simple", "torch_index_url": f"{mirror.url}/simple",
             "repo_url": f"{mirror.url}/git/{repo}.git", "ref": ref}
+
+
+def caddy_image(engine, context: Path, tag: str) -> str:
+    """The proxy STAND-IN: this machine's Debian `caddy` on the local base image (no registry
+    here for caddy:2)."""
+    caddy = shutil.which("caddy")
+    if not caddy:
+        raise RuntimeError("caddy not installed (tests/setup.sh installs it)")
+    shutil.copy2(caddy, context / "caddy")
+    (context / "Dockerfile").write_text(
+        "ARG BASE\nFROM ${BASE}\nCOPY caddy /usr/bin/caddy\n"
+        'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]\n')
+    engine.build(context, tag, build_args={"BASE": engine.base_image})
+    return tag
