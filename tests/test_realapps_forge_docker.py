@@ -75,6 +75,12 @@ def _changed(run) -> list[str]:
     return [name for names in run.changed_operations.values() for name in names]
 
 
+def _api(engine, forge: dict, path: str) -> tuple[int | None, str]:
+    """GET `path` of the exposed Forge, through the proxy, with the stack's token (the app's
+    own port is not published when the instance is exposed)."""
+    return _get(engine, f"http://127.0.0.1:{PROXY_PORT}{path}", forge["token"])
+
+
 def _get(engine, url: str, token: str | None = None) -> tuple[int | None, str]:
     """GET from inside the engine's namespace, with a bearer token (read from stdin: never on
     a command line) when given."""
@@ -123,9 +129,9 @@ def test_real_forge_converges_healthy_then_zero_changes(docker_engine, forge):
     assert any("Stack forge" in name for name in _changed(forge["first"]))
     again = _deploy(docker_engine, forge).check()
     assert _changed(again) == [], again.describe()
-    status, body = docker_engine.http_get(f"http://127.0.0.1:{PORT}/internal/ping")
+    status, body = _api(docker_engine, forge, "/internal/ping")
     assert status == 200, body
-    status, body = docker_engine.http_get(f"http://127.0.0.1:{PORT}/sdapi/v1/options")
+    status, body = _api(docker_engine, forge, "/sdapi/v1/options")
     assert status == 200 and "sd_model_checkpoint" in json.loads(body), body[:2000]
     health = docker_engine.run("inspect", "--format", "{{.State.Health.Status}} {{.Config.User}}",
                                "genai-forge-forge-one-1").stdout.split()
@@ -139,7 +145,7 @@ def test_real_forge_runs_the_rendered_flags_on_the_cpu(docker_engine, forge):
     result = docker_engine.exec_in_netns(
         f"cd {stack_dir} && {lc.device_probe_command('forge-one', 'forge')}", timeout=120)
     assert "@@genai:device cpu" in result.stdout, result.stdout + result.stderr
-    status, body = docker_engine.http_get(f"http://127.0.0.1:{PORT}/sdapi/v1/cmd-flags")
+    status, body = _api(docker_engine, forge, "/sdapi/v1/cmd-flags")
     flags = json.loads(body)
     assert status == 200 and flags["always_cpu"] is True and flags["api"] is True
     assert flags["text_encoder_dir"] == "/data/models/text_encoders"
@@ -148,6 +154,9 @@ def test_real_forge_runs_the_rendered_flags_on_the_cpu(docker_engine, forge):
 
 
 def test_cmd_flags_behind_the_proxy_need_credentials(docker_engine, forge):
+    """Exposed: Forge's own port is not published (only the proxy's), and the proxy answers
+    401 to a request without the token or with a wrong one."""
+    assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/internal/ping")[0] is None
     url = f"http://127.0.0.1:{PROXY_PORT}/sdapi/v1/cmd-flags"
     status, body = _get(docker_engine, url)
     assert status == 401, body[:500]
@@ -171,6 +180,6 @@ def test_broken_config_is_rolled_back_while_the_real_forge_keeps_serving(docker_
     assert "ROLLED BACK stack forge" in failed.stderr, failed.describe()
     assert "argument --ckpt: expected one argument" in failed.stderr, failed.describe()
     assert (stack_dir / lc.DEPLOYED_HASH_FILE).read_text().strip() == deployed
-    assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/internal/ping")[0] == 200
+    assert _api(docker_engine, forge, "/internal/ping")[0] == 200
     again = _deploy(docker_engine, forge).check()
     assert _changed(again) == [], again.describe()
