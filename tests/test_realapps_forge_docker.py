@@ -138,33 +138,49 @@ def test_real_forge_converges_healthy_then_zero_changes(docker_engine, forge):
     assert health == ["healthy", f"{UID}:1"], health
 
 
+def _cmd_flags(engine, forge: dict, token: str | None = "") -> tuple[int | None, dict]:
+    status, body = _get(engine, f"http://127.0.0.1:{PROXY_PORT}/sdapi/v1/cmd-flags",
+                        forge["token"] if token == "" else token)
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, {"text": body}
+
+
 def test_real_forge_runs_the_rendered_flags_on_the_cpu(docker_engine, forge):
     """The product's device probe (the GPU check's, for Forge: its `Device:` log line) reads
-    the CPU; Forge's own /sdapi/v1/cmd-flags shows the rendered flags were parsed."""
+    the CPU. Forge's /sdapi/v1/cmd-flags shows the flags it parsed, inside an error: at this
+    commit it answers 500 whenever --port is given (an int where its response model, built
+    from the parser's defaults, expects a str; pydantic 2 does not convert) and for
+    --controlnet-dir (a Path): the body still echoes every flag (hence no credentials on a
+    command line, AUTOMATIC1111#17411)."""
     stack_dir = _stack_dir(forge)
     result = docker_engine.exec_in_netns(
         f"cd {stack_dir} && {lc.device_probe_command('forge-one', 'forge')}", timeout=120)
     assert "@@genai:device cpu" in result.stdout, result.stdout + result.stderr
-    status, body = _api(docker_engine, forge, "/sdapi/v1/cmd-flags")
-    flags = json.loads(body)
-    assert status == 200 and flags["always_cpu"] is True and flags["api"] is True
+    status, answer = _cmd_flags(docker_engine, forge)
+    assert status == 500 and answer["error"] == "ResponseValidationError", answer
+    assert answer["message"].startswith("2 validation errors"), answer["message"]
+    assert "('response', 'port')" in answer["message"]
+    assert "('response', 'controlnet_dir')" in answer["message"]
+    flags = answer["body"]
+    assert flags["always_cpu"] is True and flags["api"] is True and flags["port"] == 7860
     assert flags["text_encoder_dir"] == "/data/models/text_encoders"
     assert flags["data_dir"] == "/data/forge"
-    assert forge["token"] not in body
+    assert forge["token"] not in json.dumps(answer)
 
 
 def test_cmd_flags_behind_the_proxy_need_credentials(docker_engine, forge):
-    """Exposed: Forge's own port is not published (only the proxy's), and the proxy answers
-    401 to a request without the token or with a wrong one."""
+    """Exposed: Forge's own port is not published (only the proxy's); the proxy answers 401
+    without the token or with a wrong one, and passes the right one to Forge."""
     assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/internal/ping")[0] is None
-    url = f"http://127.0.0.1:{PROXY_PORT}/sdapi/v1/cmd-flags"
-    status, body = _get(docker_engine, url)
-    assert status == 401, body[:500]
-    status, body = _get(docker_engine, url, "not-the-token")
-    assert status == 401, body[:500]
-    status, body = _get(docker_engine, url, forge["token"])
-    assert status == 200 and json.loads(body)["api"] is True, body[:500]
-    assert forge["token"] not in body
+    assert _cmd_flags(docker_engine, forge, None)[0] == 401
+    assert _cmd_flags(docker_engine, forge, "not-the-token-0123456789")[0] == 401
+    status, answer = _cmd_flags(docker_engine, forge)
+    assert status == 500 and answer["body"]["api"] is True  # Forge's own answer (see above)
+    assert _get(docker_engine, f"http://127.0.0.1:{PROXY_PORT}/sdapi/v1/options")[0] == 401
+    status, body = _api(docker_engine, forge, "/sdapi/v1/options")
+    assert status == 200 and "sd_model_checkpoint" in json.loads(body)
 
 
 def test_broken_config_is_rolled_back_while_the_real_forge_keeps_serving(docker_engine, forge):
