@@ -87,8 +87,7 @@ def build(engine: DockerEngine, mirror, workdir: Path, spec: dict, app: str = "c
 
 def comfyui_builds(engine: DockerEngine, upstream: Path, tmp: Path) -> tuple[dict, Path]:
     git_root, results = tmp / "git", {}
-    wheels = mr.wheelhouse("comfyui", mr.TORCH_PINS, mr.comfyui_sources(upstream, git_root))
-    mr.repack_torchvision_for_cpu(wheels)
+    wheels = mr.comfyui_wheelhouse(upstream, git_root)
     with mr.serving(engine, wheels, git_root) as mirror:
         comfyui = {"gpu": "none", "port": 8188,
                    "image": mr.image_settings(mirror, engine.base_image, "ComfyUI",
@@ -105,7 +104,7 @@ def comfyui_builds(engine: DockerEngine, upstream: Path, tmp: Path) -> tuple[dic
 
 def forge_builds(engine: DockerEngine, upstream: Path, tmp: Path) -> tuple[dict, Path]:
     git_root, results, repo = tmp / "git", {}, "stable-diffusion-webui-forge"
-    wheels = fm.forge_wheelhouse(fm.forge_sources(upstream, git_root))
+    wheels = fm.forge_wheelhouse_of(upstream, git_root)
     with mr.serving(engine, wheels, git_root) as mirror:
         image = {**mr.image_settings(mirror, engine.base_image, repo, fm.FORGE_REF),
                  "torch_packages": fm.FORGE_TORCH,

@@ -33,14 +33,8 @@ UID = 1  # the workstation user of these tests: `daemon`, an existing system use
 
 @pytest.fixture(scope="module")
 def mirror(docker_engine, tmp_path_factory):
-    if UPSTREAM == mr.REAL:
-        yield None
-        return
-    git_root = tmp_path_factory.mktemp("git")
-    requirement_files = mr.comfyui_sources(UPSTREAM, git_root)
-    wheels = mr.wheelhouse("comfyui", mr.TORCH_PINS, requirement_files)
-    mr.repack_torchvision_for_cpu(wheels)
-    with mr.serving(docker_engine, wheels, git_root) as served:
+    with mr.upstream_mirror(docker_engine, UPSTREAM, tmp_path_factory.mktemp("git"),
+                            mr.comfyui_wheelhouse) as served:
         yield served
 
 

@@ -23,6 +23,7 @@ from genai_workstation.stacks import lifecycle as lc
 from tests.harness import forge_mirror as fm
 from tests.harness import mirror as mr
 from tests.harness import netns
+from tests.harness.caddy import caddy_image
 from tests.harness.pyinfra_run import run_pyinfra
 
 UPSTREAM, SKIP_REASON = mr.upstream_source()
@@ -36,12 +37,8 @@ PROXY_IMAGE = "local/caddy-standin:1"
 
 @pytest.fixture(scope="module")
 def mirror(docker_engine, tmp_path_factory):
-    if UPSTREAM == mr.REAL:
-        yield None
-        return
-    git_root = tmp_path_factory.mktemp("git")
-    wheels = fm.forge_wheelhouse(fm.forge_sources(UPSTREAM, git_root))
-    with mr.serving(docker_engine, wheels, git_root) as served:
+    with mr.upstream_mirror(docker_engine, UPSTREAM, tmp_path_factory.mktemp("git"),
+                            fm.forge_wheelhouse_of) as served:
         yield served
 
 
@@ -104,7 +101,7 @@ def forge(docker_engine, mirror, tmp_path_factory):
     secrets_file = tmp_path / "secrets.env"
     secrets_file.write_text(f"FORGE_AUTH={token}\n")
     secrets_file.chmod(0o600)
-    proxy = mr.caddy_image(docker_engine, tmp_path_factory.mktemp("caddy"), PROXY_IMAGE)
+    proxy = caddy_image(docker_engine, tmp_path_factory.mktemp("caddy"), PROXY_IMAGE)
     inventory = _inventory(tmp_path / "ws", mirror, docker_engine.base_image, proxy)
     forge = {"inventory": inventory, "workspace": tmp_path / "ws", "tmp": tmp_path,
              "secrets": secrets_file, "token": token}

@@ -90,6 +90,11 @@ def forge_wheelhouse(requirement_files: list[Path]) -> Path:
     return folder
 
 
+def forge_wheelhouse_of(upstream: Path, git_root: Path) -> Path:
+    """Forge's git mirrors under `git_root` and its wheelhouse (for mirror.upstream_mirror)."""
+    return forge_wheelhouse(forge_sources(upstream, git_root))
+
+
 def forge_installer_env(mirror: MirrorServer) -> dict[str, str]:
     """The inventory's `image.installer_env` for Forge's installer to use this mirror."""
     env = dict(FORGE_PACKAGES)

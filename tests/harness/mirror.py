@@ -275,6 +275,17 @@ def serving(engine, wheels: Path, git_root: Path | None):
         mirror.stop()
 
 
+@contextlib.contextmanager
+def upstream_mirror(engine, source, git_root: Path, wheelhouse_of):
+    """The mirror of `source` (upstream_source()'s folder of bundles), whose wheelhouse is
+    ``wheelhouse_of(source, git_root)``; None for ``REAL`` (the tests use the real URLs)."""
+    if source == REAL:
+        yield None
+        return
+    with serving(engine, wheelhouse_of(source, git_root), git_root) as mirror:
+        yield mirror
+
+
 # --- the ComfyUI build inputs ----------------------------------------------------------------
 
 COMFYUI_REF = "v0.3.64"  # the tag in ComfyUI.bundle
@@ -340,6 +351,13 @@ def repack_torchvision_for_cpu(wheels: Path) -> Path:
     return repacked
 
 
+def comfyui_wheelhouse(upstream: Path, git_root: Path) -> Path:
+    """ComfyUI's git mirrors under `git_root` and its wheelhouse (torchvision repacked)."""
+    wheels = wheelhouse("comfyui", TORCH_PINS, comfyui_sources(upstream, git_root))
+    repack_torchvision_for_cpu(wheels)
+    return wheels
+
+
 def comfyui_sources(upstream: Path, git_root: Path) -> list[Path]:
     """Bare mirrors of ComfyUI and ComfyUI-Login under `git_root`; their requirement files."""
     git_root.mkdir(parents=True, exist_ok=True)
@@ -359,17 +377,3 @@ def image_settings(mirror: MirrorServer, base_image: str, repo: str, ref: str) -
     return {"base_image": base_image, "apt_mirror": mirror.url,
             "pip_index_url": f"{mirror.url}/simple", "torch_index_url": f"{mirror.url}/simple",
             "repo_url": f"{mirror.url}/git/{repo}.git", "ref": ref}
-
-
-def caddy_image(engine, context: Path, tag: str) -> str:
-    """The proxy STAND-IN: this machine's Debian `caddy` on the local base image (no registry
-    here for caddy:2)."""
-    caddy = shutil.which("caddy")
-    if not caddy:
-        raise RuntimeError("caddy not installed (tests/setup.sh installs it)")
-    shutil.copy2(caddy, context / "caddy")
-    (context / "Dockerfile").write_text(
-        "ARG BASE\nFROM ${BASE}\nCOPY caddy /usr/bin/caddy\n"
-        'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]\n')
-    engine.build(context, tag, build_args={"BASE": engine.base_image})
-    return tag
