@@ -135,9 +135,9 @@ def test_real_forge_converges_healthy_then_zero_changes(docker_engine, forge):
     assert health == ["healthy", f"{UID}:1"], health
 
 
-def _cmd_flags(engine, forge: dict, token: str | None = "") -> tuple[int | None, dict]:
-    status, body = _get(engine, f"http://127.0.0.1:{PROXY_PORT}/sdapi/v1/cmd-flags",
-                        forge["token"] if token == "" else token)
+def _cmd_flags(engine, token: str | None) -> tuple[int | None, dict]:
+    """/sdapi/v1/cmd-flags through the proxy: (status, its JSON answer)."""
+    status, body = _get(engine, f"http://127.0.0.1:{PROXY_PORT}/sdapi/v1/cmd-flags", token)
     try:
         return status, json.loads(body)
     except ValueError:
@@ -155,7 +155,7 @@ def test_real_forge_runs_the_rendered_flags_on_the_cpu(docker_engine, forge):
     result = docker_engine.exec_in_netns(
         f"cd {stack_dir} && {lc.device_probe_command('forge-one', 'forge')}", timeout=120)
     assert "@@genai:device cpu" in result.stdout, result.stdout + result.stderr
-    status, answer = _cmd_flags(docker_engine, forge)
+    status, answer = _cmd_flags(docker_engine, forge["token"])
     assert status == 500 and answer["error"] == "ResponseValidationError", answer
     assert answer["message"].startswith("2 validation errors"), answer["message"]
     assert "('response', 'port')" in answer["message"]
@@ -171,9 +171,9 @@ def test_cmd_flags_behind_the_proxy_need_credentials(docker_engine, forge):
     """Exposed: Forge's own port is not published (only the proxy's); the proxy answers 401
     without the token or with a wrong one, and passes the right one to Forge."""
     assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/internal/ping")[0] is None
-    assert _cmd_flags(docker_engine, forge, None)[0] == 401
-    assert _cmd_flags(docker_engine, forge, "not-the-token-0123456789")[0] == 401
-    status, answer = _cmd_flags(docker_engine, forge)
+    assert _cmd_flags(docker_engine, None)[0] == 401
+    assert _cmd_flags(docker_engine, "not-the-token-0123456789")[0] == 401
+    status, answer = _cmd_flags(docker_engine, forge["token"])
     assert status == 500 and answer["body"]["api"] is True  # Forge's own answer (see above)
     assert _get(docker_engine, f"http://127.0.0.1:{PROXY_PORT}/sdapi/v1/options")[0] == 401
     status, body = _api(docker_engine, forge, "/sdapi/v1/options")
