@@ -10,6 +10,8 @@ import pytest
 
 from genai_workstation.errors import InventoryError
 from genai_workstation.stacks import StackError, render_stack
+from tests.harness import forge_mirror
+from tests.harness import mirror as mr
 from tests.test_stacks_render import load
 
 FORGE = """
@@ -48,8 +50,23 @@ def test_a_forge_ref_bump_keeps_the_apt_and_pytorch_layers(tmp_path):
     apt = next(i for i, s in enumerate(steps) if "apt-get install" in s)
     first_ref = min(i for i, s in enumerate(steps) if s.startswith(("ARG FORGE_REF",
                                                                     "ARG FORGE_REPO")))
+    seed = next(i for i, s in enumerate(steps) if "requirements-seed.txt" in s and "RUN" in s)
     installer_args = [i for i, s in enumerate(steps) if s.startswith("ARG ASSETS_REPO")]
-    assert apt < torch < first_ref < installer_args[0]
+    assert apt < torch < seed < first_ref < installer_args[0]
+
+
+@pytest.mark.skipif(mr.upstream_dir() is None, reason="no ../shared/upstream (Forge bundle)")
+def test_requirements_seed_is_forges_own_at_the_pinned_commit(tmp_path):
+    """files/forge/requirements-seed.txt = requirements_versions.txt + the built-in extensions'
+    requirements of the Forge commit the image pins (tag forge-1b44ae22 in the bundle)."""
+    git_root = tmp_path / "git"
+    sources = forge_mirror.forge_sources(mr.upstream_dir(), git_root)
+    expected = []
+    for path in sources:
+        expected += [line for line in path.read_text().splitlines()
+                     if line.strip() and line not in expected]
+    seed = _build(tmp_path).files["requirements-seed.txt"].content.splitlines()
+    assert [line for line in seed if line and not line.startswith("#")] == expected
 
 
 def test_installer_env_and_torch_packages_reach_the_build(tmp_path):

@@ -47,7 +47,8 @@ class _Forge(_BuiltinStack):
         context = super().build_context(settings)
         context["torch-requirements.txt"] = RenderedFile(
             forge_image.torch_requirements(self.spec.get("image") or {}))
-        context["forge-install.sh"] = RenderedFile(self.renderer.read("forge/forge-install.sh"))
+        for name in ("forge-install.sh", "requirements-seed.txt"):
+            context[name] = RenderedFile(self.renderer.read(f"forge/{name}"))
         return context
 
     def check_forge_flags(self, app: _App, extra: list[str]) -> None:
