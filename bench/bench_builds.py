@@ -36,6 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import yaml  # noqa: E402
+
+from genai_workstation.loader import load_inventory  # noqa: E402
 from genai_workstation.stacks.render import render_stack  # noqa: E402
 from tests.harness import forge_mirror as fm  # noqa: E402
 from tests.harness import mirror as mr  # noqa: E402
@@ -61,9 +64,12 @@ def bump_ref(git_root: Path, repo: str = "ComfyUI", ref: str = mr.COMFYUI_REF) -
 
 
 def build(engine: DockerEngine, mirror, workdir: Path, spec: dict, app: str = "comfyui") -> dict:
-    host_data = {"user": {"name": "bench", "uid": 1000, "gid": 1000},
-                 "workspace": str(workdir / "ws"), "gpu": {"mode": "none"},
-                 "stacks": {app: spec}}
+    settings = {"user": {"name": "bench", "uid": 1000, "gid": 1000},
+                "workspace": str(workdir / "ws"), "gpu": {"mode": "none"},
+                "stacks": {app: spec}}
+    inventory = workdir / "inventory.yaml"
+    inventory.write_text(yaml.safe_dump({"hosts": {"bench": settings}}))
+    host_data = load_inventory(inventory, environ={}).hosts["bench"]  # defaults resolved
     stack = render_stack(app, host_data, {})
     context = workdir / "context"
     subprocess.run(["rm", "-rf", str(context)], check=True)

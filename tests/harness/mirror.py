@@ -14,6 +14,8 @@ address that stays the same from session to session and keeps the build cache va
 - ``/debian/``, ``/debian-security/``: a relay to the Debian archive this machine uses, with
   ``pool/`` files cached in ``$GENAI_TEST_CACHE/apt-relay`` (the ``apt_mirror`` setting).
 
+Forge's inputs (its clones, its wheelhouse, its installer settings) are in forge_mirror.py.
+
 ``bytes_served`` counts what the server sent, by kind (``index``, ``files``, ``git``, ``apt``):
 the benchmark reads what a build fetched from the package index there.
 """
