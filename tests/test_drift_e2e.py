@@ -39,6 +39,7 @@ import pytest
 import yaml
 
 from tests.harness import netns
+from tests.harness.caddy import caddy_image
 from tests.harness.docker_engine import find_compose_binary
 from tests.harness.pyinfra_run import REPO, run_pyinfra
 
@@ -113,15 +114,9 @@ def images(docker_engine, tmp_path_factory) -> dict[str, str]:
 
 def _proxy_image(docker_engine, context: Path) -> str:
     """The proxy STAND-IN: this machine's Debian `caddy` on the local base image."""
-    caddy = shutil.which("caddy")
-    if not caddy:
+    if not shutil.which("caddy"):
         pytest.skip("caddy not installed (tests/setup.sh installs it)")
-    shutil.copy2(caddy, context / "caddy")
-    (context / "Dockerfile").write_text(
-        "ARG BASE\nFROM ${BASE}\nCOPY caddy /usr/bin/caddy\n"
-        'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]\n')
-    docker_engine.build(context, PROXY_IMAGE, build_args={"BASE": docker_engine.base_image})
-    return PROXY_IMAGE
+    return caddy_image(docker_engine, context, PROXY_IMAGE)
 
 
 @pytest.fixture(scope="module")

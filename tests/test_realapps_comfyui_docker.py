@@ -5,7 +5,8 @@ deploys/comfyui.py), CPU only, on the test engine (tests/harness/docker_engine.p
 The build is offline, the way a user behind a mirror builds: the inventory's image settings
 (base image, apt mirror, package index, PyTorch index, git repository and ref, custom node)
 point at tests/harness/mirror.py (wheelhouse from pip, git bundles of ../shared/upstream).
-Skipped, with the reason, where ../shared/upstream (GENAI_UPSTREAM_DIR) is absent.
+With GENAI_UPSTREAM=real the same tests build from the real upstream URLs instead. Skipped,
+with the reason, when neither is available (tests/harness/mirror.py, upstream_source).
 """
 
 from __future__ import annotations
@@ -22,13 +23,8 @@ from genai_workstation.stacks import lifecycle as lc
 from tests.harness import mirror as mr
 from tests.harness.pyinfra_run import run_pyinfra
 
-UPSTREAM = mr.upstream_dir()
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.skipif(UPSTREAM is None, reason=(
-        "no upstream sources: ../shared/upstream (or $GENAI_UPSTREAM_DIR) holds the git bundles "
-        "the real-app builds use on a machine that cannot reach GitHub")),
-]
+UPSTREAM, SKIP_REASON = mr.upstream_source()
+pytestmark = [pytest.mark.docker, pytest.mark.skipif(UPSTREAM is None, reason=SKIP_REASON)]
 
 DEPLOY = "tests/deploys/stack_lifecycle.py"
 PORT = 18321
@@ -37,19 +33,20 @@ UID = 1  # the workstation user of these tests: `daemon`, an existing system use
 
 @pytest.fixture(scope="module")
 def mirror(docker_engine, tmp_path_factory):
-    git_root = tmp_path_factory.mktemp("git")
-    requirement_files = mr.comfyui_sources(UPSTREAM, git_root)
-    wheels = mr.wheelhouse("comfyui", mr.TORCH_PINS, requirement_files)
-    mr.repack_torchvision_for_cpu(wheels)
-    with mr.serving(docker_engine, wheels, git_root) as served:
+    with mr.upstream_mirror(docker_engine, UPSTREAM, tmp_path_factory.mktemp("git"),
+                            mr.comfyui_wheelhouse) as served:
         yield served
 
 
 def _inventory(workspace: Path, mirror, base_image: str, **comfyui) -> dict:
-    image = mr.image_settings(mirror, base_image, "ComfyUI", mr.COMFYUI_REF)
+    if mirror is None:  # GENAI_UPSTREAM=real
+        image = {"ref": mr.COMFYUI_REF, "torch_index_url": "https://download.pytorch.org/whl/cpu"}
+        login = {"url": mr.LOGIN_UPSTREAM_URL, "ref": mr.LOGIN_UPSTREAM_COMMIT}
+    else:
+        image = mr.image_settings(mirror, base_image, "ComfyUI", mr.COMFYUI_REF)
+        login = {"url": f"{mirror.url}/git/ComfyUI-Login.git", "ref": mr.LOGIN_REF}
     stack = {"port": PORT, "gpu": "none", "health_timeout": 300, "image": image,
-             "custom_nodes": [{"url": f"{mirror.url}/git/ComfyUI-Login.git",
-                               "ref": mr.LOGIN_REF}], **comfyui}
+             "custom_nodes": [login], **comfyui}
     return {"hosts": {"local": {
         "connection": {"type": "local"},
         "user": {"name": "daemon", "uid": UID, "gid": 1},
@@ -102,7 +99,8 @@ def test_real_comfyui_converges_healthy_then_zero_changes(docker_engine, comfyui
     assert status == 200, body
     stats = json.loads(body)
     assert stats["system"]["comfyui_version"] == mr.COMFYUI_REF.lstrip("v")
-    assert stats["system"]["pytorch_version"].startswith("2.13.0")
+    if UPSTREAM != mr.REAL:  # the real CPU index serves its newest torch
+        assert stats["system"]["pytorch_version"].startswith("2.13.0")
     image = docker_engine.run("compose", "--project-directory",
                               str(comfyui["workspace"] / "stacks" / "comfyui"), "images",
                               "--format", "json").stdout

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from ..hostmodel import FORGE
+from . import forge_image
 from .builtin import FORBIDDEN_FLAGS, _App, _app_env, _bind, _BuiltinStack
 from .errors import StackError
 from .forge_flags import FORGE_FLAGS, FORGE_FLAGS_REF, FORGE_REFUSED_FLAGS
-from .rendered import HASH_PLACEHOLDER, RenderedStack
+from .rendered import HASH_PLACEHOLDER, RenderedFile, RenderedStack
 
 FORGE_DEFAULTS = {
     "base_image": "nvidia/cuda:12.1.1-runtime-ubuntu22.04",
@@ -39,7 +40,16 @@ class _Forge(_BuiltinStack):
             "BASE_IMAGE": settings["base_image"], "TORCH_INDEX_URL": settings["torch_index_url"],
             "PIP_INDEX_URL": settings["pip_index_url"], "FORGE_REPO": settings["repo_url"],
             "FORGE_REF": settings["ref"], **self.mirror_args(settings),
+            **forge_image.installer_args(self.spec.get("image") or {}),
         }
+
+    def build_context(self, settings: dict) -> dict[str, RenderedFile]:
+        context = super().build_context(settings)
+        context["torch-requirements.txt"] = RenderedFile(
+            forge_image.torch_requirements(self.spec.get("image") or {}))
+        for name in ("forge-install.sh", "requirements-seed.txt"):
+            context[name] = RenderedFile(self.renderer.read(f"forge/{name}"))
+        return context
 
     def check_forge_flags(self, app: _App, extra: list[str]) -> None:
         """Refuse a flag Forge does not know (it would exit at start) or cannot honour."""

@@ -14,6 +14,8 @@ address that stays the same from session to session and keeps the build cache va
 - ``/debian/``, ``/debian-security/``: a relay to the Debian archive this machine uses, with
   ``pool/`` files cached in ``$GENAI_TEST_CACHE/apt-relay`` (the ``apt_mirror`` setting).
 
+Forge's inputs (its clones, its wheelhouse, its installer settings) are in forge_mirror.py.
+
 ``bytes_served`` counts what the server sent, by kind (``index``, ``files``, ``git``, ``apt``):
 the benchmark reads what a build fetched from the package index there.
 """
@@ -55,6 +57,34 @@ def upstream_dir() -> Path | None:
         if (Path(candidate) / "MANIFEST.tsv").is_file():
             return Path(candidate)
     return None
+
+
+REAL = "real"
+UPSTREAM_MODE_ENV = "GENAI_UPSTREAM"
+_REAL_PROBES = ("https://github.com/", "https://pypi.org/simple/",
+                "https://download.pytorch.org/whl/cpu/")
+
+
+def upstream_source() -> tuple[Path | str | None, str]:
+    """Where the real-app tests build from, and why not when they cannot: (source, reason).
+
+    ``GENAI_UPSTREAM=real``: the real upstream URLs (GitHub, PyPI, PyTorch's index, the base
+    images' registry), for a machine with internet; ``REAL`` is returned when they answer.
+    Otherwise the bundles of ``upstream_dir()`` served by this mirror (a Path)."""
+    if os.environ.get(UPSTREAM_MODE_ENV, "") == REAL:
+        for url in _REAL_PROBES:
+            try:
+                urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10)
+            except (urllib.error.URLError, OSError) as error:
+                return None, (f"{UPSTREAM_MODE_ENV}=real but {url} is unreachable ({error}): "
+                              "the real upstream URLs need internet")
+        return REAL, ""
+    found = upstream_dir()
+    if found is None:
+        return None, ("no upstream sources: ../shared/upstream (or $GENAI_UPSTREAM_DIR) holds "
+                      "the git bundles the real-app builds use offline; with internet, set "
+                      f"{UPSTREAM_MODE_ENV}=real to build from the real upstream URLs")
+    return found, ""
 
 
 def normalize(name: str) -> str:
@@ -247,10 +277,23 @@ def serving(engine, wheels: Path, git_root: Path | None):
         mirror.stop()
 
 
+@contextlib.contextmanager
+def upstream_mirror(engine, source, git_root: Path, wheelhouse_of):
+    """The mirror of `source` (upstream_source()'s folder of bundles), whose wheelhouse is
+    ``wheelhouse_of(source, git_root)``; None for ``REAL`` (the tests use the real URLs)."""
+    if source == REAL:
+        yield None
+        return
+    with serving(engine, wheelhouse_of(source, git_root), git_root) as mirror:
+        yield mirror
+
+
 # --- the ComfyUI build inputs ----------------------------------------------------------------
 
 COMFYUI_REF = "v0.3.64"  # the tag in ComfyUI.bundle
 LOGIN_REF = "snapshot"  # the tag in ComfyUI-Login.bundle
+LOGIN_UPSTREAM_URL = "https://github.com/liusida/ComfyUI-Login.git"
+LOGIN_UPSTREAM_COMMIT = "69109257f4629a11ebe26cd65667536c4f8dddcb"  # LOGIN_REF's upstream
 # torch is the CPU wheel of pip's find-links (/opt/wheels); torchvision is the release built
 # for it (Requires-Dist torch==2.13.0); torchaudio's last release (2.11.1) needs torch>=2.11.
 # pip and requests: the Dockerfile installs them too.
@@ -308,6 +351,13 @@ def repack_torchvision_for_cpu(wheels: Path) -> Path:
         target.writestr(f"{new_info}/RECORD", "\n".join(records) + "\n")
     os.replace(partial, repacked)
     return repacked
+
+
+def comfyui_wheelhouse(upstream: Path, git_root: Path) -> Path:
+    """ComfyUI's git mirrors under `git_root` and its wheelhouse (torchvision repacked)."""
+    wheels = wheelhouse("comfyui", TORCH_PINS, comfyui_sources(upstream, git_root))
+    repack_torchvision_for_cpu(wheels)
+    return wheels
 
 
 def comfyui_sources(upstream: Path, git_root: Path) -> list[Path]:
