@@ -47,7 +47,7 @@ def test_a_forge_ref_bump_keeps_the_apt_and_pytorch_layers(tmp_path):
     step on the ARGs declared before it, so a new ref rebuilds from the clone on."""
     steps = _steps(_build(tmp_path).files["Dockerfile"].content)
     torch = next(i for i, s in enumerate(steps) if "torch-requirements.txt" in s and "RUN" in s)
-    apt = next(i for i, s in enumerate(steps) if "apt-get install" in s)
+    apt = next(i for i, s in enumerate(steps) if "base-setup.sh" in s and "RUN" in s)
     first_ref = min(i for i, s in enumerate(steps) if s.startswith(("ARG FORGE_REF",
                                                                     "ARG FORGE_REPO")))
     seed = next(i for i, s in enumerate(steps) if "requirements-seed.txt" in s and "RUN" in s)

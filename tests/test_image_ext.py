@@ -18,6 +18,7 @@ from genai_workstation import image_spec
 from genai_workstation.errors import InventoryError
 from genai_workstation.loader import schema
 from genai_workstation.stacks import StackError, render_stack
+from genai_workstation.stacks.builtin import app_dockerfile
 from tests.test_stacks_render import PASSWORD, compose_config, lint_dockerfile, load, write
 
 EXTEND = """
@@ -86,7 +87,8 @@ def test_extension_steps_come_after_the_expensive_layers(tmp_path, name, body, e
 
 
 def test_no_extension_leaves_the_dockerfile_as_shipped(tmp_path):
-    shipped = (Path(__file__).parents[1] / "files/comfyui/Dockerfile").read_text()
+    files = Path(__file__).parents[1] / "files"
+    shipped = app_dockerfile(lambda name: (files / name).read_text(), "comfyui")
     text = dockerfile(render(tmp_path, COMFY))
     assert "Added from the inventory" not in text
     assert text.splitlines()[:40] == shipped.splitlines()[:40]

@@ -502,7 +502,7 @@ def test_rendered_dockerfile_carries_inventory_settings(tmp_path):
     assert "ARG COMFYUI_REF=v0.3.75" in dockerfile
     assert f"ARG BUILD_HASH={build.build_hash}" in dockerfile
     assert build.tag == f"genai-workstation/comfyui:{build.build_hash[:12]}"
-    assert set(build.files) == {"Dockerfile", "apt-mirror.sh", "custom-nodes.txt",
+    assert set(build.files) == {"Dockerfile", "apt-mirror.sh", "base-setup.sh", "custom-nodes.txt",
                                "extra_model_paths.yaml"}
     assert "https://github.com/ltdrdata/ComfyUI-Manager 3.30 ComfyUI-Manager" in \
         build.files["custom-nodes.txt"].content

@@ -132,8 +132,9 @@ class _BuiltinStack(_Exposure):
         return tag, True, build
 
     def build_context(self, settings: dict) -> dict[str, RenderedFile]:
-        return {"Dockerfile": RenderedFile(self.renderer.read(f"{self.kind}/Dockerfile")),
-                "apt-mirror.sh": RenderedFile(self.renderer.read("common/apt-mirror.sh"))}
+        return {"Dockerfile": RenderedFile(app_dockerfile(self.renderer.read, self.kind)),
+                "apt-mirror.sh": RenderedFile(self.renderer.read("common/apt-mirror.sh")),
+                "base-setup.sh": RenderedFile(self.renderer.read("common/base-setup.sh"))}
 
     def build_args(self, settings: dict) -> dict[str, str]:
         raise NotImplementedError
@@ -237,6 +238,20 @@ class _BuiltinStack(_Exposure):
             auth_checks=self.auth_checks(sites), image_build=build, directories=directories,
             health_timeout=self.stack.health_timeout, warnings=self.warnings,
         )
+
+
+_INCLUDE = re.compile(r"^# genai:include (\S+)(.*)$", re.MULTILINE)
+
+
+def app_dockerfile(read, kind: str) -> str:
+    """files/<kind>/Dockerfile, its `# genai:include <file> [apt package...]` line replaced by
+    that file (the layers every app image starts with; the packages are the app's own)."""
+    def included(match: re.Match) -> str:
+        packages = match.group(2).strip()
+        text = read(match.group(1)).replace(" @@APT_PACKAGES@@", f" {packages}" if packages else "")
+        return text.rstrip("\n")
+
+    return _INCLUDE.sub(included, read(f"{kind}/Dockerfile"))
 
 
 def set_arg_defaults(dockerfile: str, values: dict[str, str]) -> str:
