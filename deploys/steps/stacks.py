@@ -17,7 +17,7 @@ from pyinfra.operations import server
 
 from genai_workstation import hostfacts
 from genai_workstation.facts.gpu import NvidiaGpus
-from genai_workstation.hostmodel import HostModel, Stack, host_model
+from genai_workstation.hostmodel import BUILTIN_STACKS, HostModel, Stack, host_model
 from genai_workstation.operations import stack as stack_ops
 from genai_workstation.stacks.verify import StackSpec
 
@@ -151,6 +151,13 @@ def rollback(name: str, to: str | None = None):
         stack=name,
         project_dir=model.layout.stack_dir(name),
         to=to,
-        # a stack no longer in the inventory: the operation's own default
-        **({"health_timeout": declared.health_timeout} if declared else {}),
+        health_timeout=declared.health_timeout if declared else _schema_health_timeout(name),
     )
+
+
+def _schema_health_timeout(name: str) -> int:
+    """The schema's health_timeout for a stack no longer in the inventory (of its kind)."""
+    from genai_workstation.loader import schema
+
+    kind = name if name in BUILTIN_STACKS else "custom_stack"
+    return int(schema()["$defs"][kind]["properties"]["health_timeout"]["default"])

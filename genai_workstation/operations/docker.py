@@ -56,7 +56,7 @@ def distro_packages(platform: dict, compose_plugin_path: str | None) -> list[str
 @operation()
 def engine(
     source: str = "distro",
-    repo_url: str = "https://download.docker.com/linux",
+    repo_url: str | None = None,
     gpgkey_url: str | None = None,
     compose_plugin_path: str | None = None,
 ):
@@ -65,7 +65,8 @@ def engine(
 
     + source: ``distro`` (docker.io, plus docker-compose-v2 on Ubuntu), ``docker-ce`` (Docker's
       apt repository) or ``desktop`` (Docker Desktop: install nothing, verify the CLI)
-    + repo_url: Docker's repository; ``/<distro id>`` is appended
+    + repo_url: Docker's repository (the inventory's ``docker.repo_url``); ``/<distro id>`` is
+      appended; needed for ``docker-ce``
     + gpgkey_url: its key (default ``<repo_url>/<distro id>/gpg``)
     + compose_plugin_path: a local Compose v2 binary installed as the CLI plugin instead of a
       Compose package
@@ -76,6 +77,9 @@ def engine(
         yield from desktop._inner()
         return
 
+    if source == "docker-ce" and not repo_url:
+        raise OperationError("docker.source docker-ce needs repo_url (Docker's repository or "
+                             "a mirror of it: docker.repo_url in the inventory)")
     platform = read_once(Platform)
     if source == "distro":
         yield from packages.install._inner(

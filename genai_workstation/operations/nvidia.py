@@ -51,11 +51,7 @@ def list_line(repo_url: str, arch: str, keyring: str = KEYRING) -> str:
 
 
 @operation()
-def toolkit(
-    version: str,
-    repo_url: str = "https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH)",
-    gpgkey_url: str = "https://nvidia.github.io/libnvidia-container/gpgkey",
-):
+def toolkit(version: str, repo_url: str, gpgkey_url: str):
     """
     NVIDIA's apt repository (key dearmored to /usr/share/keyrings, list file as NVIDIA
     publishes it plus ``signed-by``) and the four toolkit packages pinned to ``<version>-1``.
@@ -63,8 +59,9 @@ def toolkit(
     refresh (wrong key, wrong URL) fails the operation.
 
     + version: toolkit version, e.g. ``1.17.8``
-    + repo_url: repository URL; ``$(ARCH)`` becomes the dpkg architecture
-    + gpgkey_url: the repository's ASCII-armored key
+    + repo_url: repository URL; ``$(ARCH)`` becomes the dpkg architecture (the inventory's
+      ``nvidia_toolkit.repo_url``, NVIDIA's by default)
+    + gpgkey_url: the repository's ASCII-armored key (``nvidia_toolkit.gpgkey_url``)
     """
     platform = read_once(Platform)
     pinned = pinned_version(version)

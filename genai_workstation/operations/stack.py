@@ -330,11 +330,12 @@ def converge(stack: str, rendered, project_dir: str, *, user: str, uid: int, gid
 
 
 @operation(is_idempotent=False)
-def rollback(stack: str, project_dir: str, to: str | None = None, health_timeout: int = 300,
+def rollback(stack: str, project_dir: str, health_timeout: int, to: str | None = None,
              timestamp: str | None = None):
     """
     Restore a previous config of a stack from ``.history/`` and bring it up.
 
+    + health_timeout: seconds ``docker compose up --wait`` waits (the stack's setting)
     + to: a snapshot name (or a unique prefix / config hash prefix); default: the newest good
       (verified) snapshot whose config differs from the deployed one
     The config deployed now is kept first as ``<timestamp>-<hash>-rollback`` (so it can be
