@@ -127,7 +127,9 @@ class _BuiltinStack(_Exposure):
         tag = image.get("name") or f"genai-workstation/{self.kind}:{build_hash[:12]}"
         build = ImageBuild(
             service=self.kind, tag=tag, build_hash=build_hash, context="build", files=context,
-            build_args={}, labels={f"{LABEL}.build-hash": build_hash, f"{LABEL}.app": self.kind},
+            build_args={}, labels={f"{LABEL}.build-hash": build_hash, f"{LABEL}.app": self.kind,
+                                   "org.opencontainers.image.source": settings["repo_url"],
+                                   "org.opencontainers.image.version": settings["ref"]},
         )
         return tag, True, build
 
