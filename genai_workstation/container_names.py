@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from .errors import Problem
+from .hostmodel import HostModel
 
 _TEMPLATE_LINE = re.compile(r"^\s*container_name:\s*[\"']?([^\"'#\s]+)[\"']?\s*(#.*)?$")
 _VARS = re.compile(r"\{\{\s*vars\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -19,11 +20,11 @@ _FIX = ("give each container its own name, or remove `container_name` from one o
         "then names it genai-<stack>-<service>-1)")
 
 
-def container_name_problems(host: str, settings: dict, marks: dict) -> list[Problem]:
+def container_name_problems(model: HostModel, marks: dict, inventory_dir: str) -> list[Problem]:
     """A Problem for each container name that a second container of the host also uses."""
     problems, first_use = [], {}
-    for name, field, where in _names(settings):
-        field = f"hosts.{host}.{field}"
+    for name, field, where in _names(model, Path(inventory_dir or ".")):
+        field = f"hosts.{model.name}.{field}"
         if name in first_use:
             problems.append(Problem(
                 field, f"container name {name!r}{where} is already used by {first_use[name]}",
@@ -33,33 +34,23 @@ def container_name_problems(host: str, settings: dict, marks: dict) -> list[Prob
     return problems
 
 
-def _names(settings: dict):
-    """(container name, field path below the host, where in a template) of every container."""
-    stacks = settings.get("stacks") or {}
-    comfyui = stacks.get("comfyui")
-    if comfyui and comfyui.get("enabled", True):
-        yield from _app("comfyui", "comfyui", "stacks.comfyui", comfyui)
-        if int(comfyui.get("idle_unload_minutes") or 0) > 0:
-            yield "genai-comfyui-idle-unload-1", "stacks.comfyui.idle_unload_minutes", ""
-    forge = stacks.get("forge")
-    if forge and forge.get("enabled", True):
-        for index, instance in enumerate(forge.get("instances") or []):
-            yield from _app("forge", f"forge-{instance['name']}",
-                            f"stacks.forge.instances.{index}", instance)
-    base = Path(settings.get("inventory_dir") or ".")
-    for stack, spec in sorted((stacks.get("custom") or {}).items()):  # deploy order
-        if spec.get("enabled", True):
-            field = f"stacks.custom.{stack}.template_dir"
-            for name, where in template_names(base / spec["template_dir"], spec.get("vars")):
-                yield name, field, where
-
-
-def _app(stack: str, service: str, field: str, spec: dict):
-    name = (spec.get("service") or {}).get("container_name")
-    if name:
-        yield name, f"{field}.service.container_name", ""
-    else:
-        yield f"genai-{stack}-{service}-1", field, " (Compose's name for it)"
+def _names(model: HostModel, base: Path):
+    """(container name, field path below the host, where in a template) of every container,
+    in deploy order."""
+    for stack in model.enabled_stacks():
+        for app in stack.apps:
+            name = app.service_settings.get("container_name")
+            if name:
+                yield name, f"{app.field}.service.container_name", ""
+            else:
+                yield (f"genai-{stack.name}-{app.service}-1", app.field,
+                       " (Compose's name for it)")
+        if stack.name == "comfyui" and int(stack.settings.get("idle_unload_minutes") or 0) > 0:
+            yield "genai-comfyui-idle-unload-1", f"{stack.field}.idle_unload_minutes", ""
+        if stack.kind == "custom":
+            for name, where in template_names(base / stack.settings["template_dir"],
+                                              stack.settings.get("vars")):
+                yield name, f"{stack.field}.template_dir", where
 
 
 def template_names(folder: Path, variables: dict | None) -> list[tuple[str, str]]:

@@ -185,7 +185,7 @@ class HostModel:
     wsl_systemd: bool  # set [boot] systemd=true in /etc/wsl.conf (WSL2 hosts)
     models: tuple[Mapping, ...]
     history_keep: int
-    stacks: tuple[Stack, ...]  # comfyui, forge, then custom stacks in file order
+    stacks: tuple[Stack, ...]  # comfyui, forge, then custom stacks by name: the deploy order
 
     def stack(self, name: str) -> Stack | None:
         """The stack named `name` ("comfyui", "forge", "<custom>" or "custom/<custom>")."""
@@ -243,7 +243,7 @@ def stacks_of(stacks: Mapping) -> tuple[Stack, ...]:
     apps = app_settings(stacks)
     found = [_builtin(name, stacks[name], [app[1:] for app in apps if app[0] == name])
              for name in BUILTIN_STACKS if stacks.get(name)]
-    for name, spec in (stacks.get("custom") or {}).items():
+    for name, spec in sorted((stacks.get("custom") or {}).items()):  # by name: deploy order
         field = f"stacks.custom.{name}"
         found.append(Stack(
             name=name, kind="custom", field=field, enabled=bool(spec["enabled"]), apps=(),

@@ -118,7 +118,7 @@ def load_inventory(path: Path | str | None = None, environ=None) -> Inventory:
         settings["inventory_dir"] = str(path.parent.resolve())
         model = host_model(settings)
         host_problems = check_host(name, model, marks)
-        host_problems += container_name_problems(name, settings, marks)
+        host_problems += container_name_problems(model, marks, settings["inventory_dir"])
         needed = required_secrets(name, model)
         for secret_name, field_path in needed.items():
             if secret_name not in secrets:

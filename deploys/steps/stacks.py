@@ -137,7 +137,7 @@ def forge_stack():
 
 
 def custom_stacks():
-    for name in sorted(s.name for s in host_model(host_settings()).stacks if not s.builtin):
+    for name in [s.name for s in host_model(host_settings()).stacks if not s.builtin]:
         stack(name)
 
 
