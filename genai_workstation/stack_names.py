@@ -1,6 +1,6 @@
 """Names a deployed stack shares between the code that writes it and the facts that read it.
 
-A leaf module (standard library only, nothing of the project): `facts/` may import it, and so
+A leaf module (standard library and the leaf comfyui_login only): `facts/` may import it, and so
 may `stacks/`, so facts depend on nothing above them. Here: the label prefix and the labels a
 run reads back, the files under a stack's ``.genai/`` and ``.history/``, snapshot names, and
 the command that asks a running app which GPU it sees.
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import shlex
+
+from .comfyui_login import authed_request_code
 
 LABEL = "genai"  # prefix of every label the project sets on images and containers
 BUILD_HASH_LABEL = f"{LABEL}.build-hash"
@@ -62,8 +64,8 @@ def device_probe_command(service: str, probe: str, url: str | None = None) -> st
     """
     svc = q(service)
     if probe == "comfyui" and url:
-        code = ("import json,urllib.request as u;"
-                f"d=json.load(u.urlopen({url!r},timeout=20))['devices'];"
+        code = (authed_request_code(url) + "import json;"
+                "d=json.load(u.urlopen(r,timeout=20))['devices'];"
                 f"print({DEVICE_MARK!r}+(d[0]['name'] if d else ''))")
         runner = 'p=$(command -v python3 || command -v python); exec "$p" -c "$1"'
         return f"docker compose exec -T {svc} sh -c {q(runner)} sh {q(code)} 2>&1"

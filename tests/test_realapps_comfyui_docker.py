@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from genai_workstation.stacks import lifecycle as lc
 from tests.harness import mirror as mr
@@ -64,15 +66,40 @@ def _changed(run) -> list[str]:
     return [name for names in run.changed_operations.values() for name in names]
 
 
-def _post_json(engine, url: str, payload: dict) -> tuple[int | None, str]:
-    code = ("import json, sys, urllib.request as u, urllib.error as e\n"
-            "r = u.Request(sys.argv[1], data=sys.argv[2].encode(), method='POST',"
-            " headers={'Content-Type': 'application/json'})\n"
-            "try:\n x = u.urlopen(r, timeout=30); print(x.status); print(x.read().decode())\n"
-            "except e.HTTPError as x:\n print(x.code); print(x.read().decode())\n")
-    result = engine.exec_in_netns([sys.executable, "-c", code, url, json.dumps(payload)])
-    status, _, body = result.stdout.partition("\n")
-    return (int(status) if status.isdigit() else None), body + result.stderr
+def _call(engine, url: str, token: str = "", payload: dict | None = None,
+          form: dict | None = None) -> tuple[int | None, str]:
+    """(status, body) of GET `url`, or POST of `payload` (JSON) or `form`, from the engine's
+    namespace, with ComfyUI-Login's token the way the stack's probes send it: a Bearer header
+    (token and body from stdin, never on a command line), or `?token=` before a password is set."""
+    code = ("import json, sys, urllib.request as u, urllib.error as e, urllib.parse as p\n"
+            "url, kind = sys.argv[1], sys.argv[2]; i = json.load(sys.stdin); t = i['t']\n"
+            "h = {'Authorization': 'Bearer ' + t} if t else {}\n"
+            "url += '' if t else ('&' if '?' in url else '?') + 'token='\n"
+            "data = None\n"
+            "if kind == 'json': data = json.dumps(i['b']).encode(); h['Content-Type'] = "
+            "'application/json'\n"
+            "if kind == 'form': data = p.urlencode(i['b']).encode()\n"
+            "class N(u.HTTPRedirectHandler):\n"
+            " def redirect_request(self, *a): return None\n"
+            "try:\n x = u.build_opener(N).open(u.Request(url, data=data, headers=h), timeout=30)\n"
+            " print(x.status); print(x.read().decode(errors='replace'))\n"
+            "except e.HTTPError as x:\n print(x.code); print(x.read().decode(errors='replace'))\n")
+    kind, body = ("json", payload) if payload is not None else ("form", form)
+    result = engine.exec_in_netns([sys.executable, "-c", code, url,
+                                   kind if body is not None else "get"],
+                                  input=json.dumps({"t": token, "b": body}))
+    status, _, out = result.stdout.partition("\n")
+    return (int(status) if status.isdigit() else None), out + result.stderr
+
+
+def _token(comfyui) -> str:
+    """ComfyUI-Login's token: the first line of its PASSWORD, in the workspace (a mount)."""
+    password = comfyui["workspace"] / "comfyui-login" / "PASSWORD"
+    return password.read_text().splitlines()[0].strip() if password.exists() else ""
+
+
+def _app(engine, comfyui, path: str, **kwargs) -> tuple[int | None, str]:
+    return _call(engine, f"http://127.0.0.1:{PORT}{path}", _token(comfyui), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +122,7 @@ def test_real_comfyui_converges_healthy_then_zero_changes(docker_engine, comfyui
                          first.stderr), first.stderr[-3000:]
     again = _deploy(docker_engine, comfyui["inventory"], comfyui["tmp"]).check()
     assert _changed(again) == [], again.describe()
-    status, body = docker_engine.http_get(f"http://127.0.0.1:{PORT}/system_stats")
+    status, body = _app(docker_engine, comfyui, "/system_stats")
     assert status == 200, body
     stats = json.loads(body)
     assert stats["system"]["comfyui_version"] == mr.COMFYUI_REF.lstrip("v")
@@ -105,6 +132,48 @@ def test_real_comfyui_converges_healthy_then_zero_changes(docker_engine, comfyui
                               str(comfyui["workspace"] / "stacks" / "comfyui"), "images",
                               "--format", "json").stdout
     assert "genai-workstation/comfyui" in image
+
+
+def test_comfyui_login_loads_and_the_probes_send_its_token(docker_engine, comfyui):
+    """ComfyUI-Login (from the inventory's custom_nodes, requirements baked at build time)
+    loads as the workstation user: it writes .secret-key.txt into its own folder (writable
+    from the build) and keeps PASSWORD in <comfyui>/login (<workspace>/comfyui-login). Its
+    middleware then answers 401 without its token; the compose healthcheck and the device
+    probe read the token from that file in the container and still pass, before a password
+    is set (`?token=`: the node's token is empty) and after (Bearer)."""
+    stack_dir = comfyui["workspace"] / "stacks" / "comfyui"
+    logs = docker_engine.compose(stack_dir, "logs", "--no-color", "comfyui").stdout
+    # ComfyUI lists each custom node's import time, `(IMPORT FAILED): <path>` when it failed
+    assert " seconds: /opt/comfyui/custom_nodes/ComfyUI-Login" in logs, logs[-3000:]
+    assert "Permission denied" not in logs, logs[-3000:]
+    url = f"http://127.0.0.1:{PORT}"
+    status, page = _call(docker_engine, f"{url}/login")  # its own route, exempt
+    assert status == 200 and "password" in page.lower(), page[:500]
+    assert _call(docker_engine, f"{url}/system_stats", "not-the-token")[0] == 401
+    compose = yaml.safe_load((stack_dir / "compose.yaml").read_text())
+    health = compose["services"]["comfyui"]["healthcheck"]["test"]
+    probe = lc.device_probe_command("comfyui", "comfyui", "http://127.0.0.1:8188/system_stats")
+
+    def probes_pass() -> None:
+        ran = docker_engine.compose(stack_dir, "exec", "-T", "comfyui", *health[1:],
+                                    check=False)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        out = docker_engine.exec_in_netns(f"cd {stack_dir} && {probe}", timeout=120).stdout
+        assert "@@genai:device cpu" in out, out
+
+    assert _token(comfyui) == ""
+    probes_pass()
+    form = {"username": "genai-tests", "password": secrets.token_urlsafe(16)}
+    status, _ = _call(docker_engine, f"{url}/login", "", form=form)
+    assert status == 302  # to /, logged in: the node wrote its PASSWORD
+    password = comfyui["workspace"] / "comfyui-login" / "PASSWORD"
+    assert password.stat().st_uid == UID and _token(comfyui).startswith("$2b$")
+    comfyui["password_set"] = time.time()
+    assert _call(docker_engine, f"{url}/system_stats", "")[0] == 401  # `?token=` no more
+    assert _app(docker_engine, comfyui, "/system_stats")[0] == 200
+    probes_pass()
+    inspect = docker_engine.compose(stack_dir, "ps", "--format", "json", "comfyui").stdout
+    assert "healthy" in inspect and "unhealthy" not in inspect, inspect
 
 
 def test_cpu_mode_device_probe_reads_cpu_from_the_real_app(docker_engine, comfyui):
@@ -123,13 +192,13 @@ def test_real_workflow_writes_a_png_owned_by_the_workstation_user(docker_engine,
                     "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0x3366CC}},
               "2": {"class_type": "SaveImage",
                     "inputs": {"images": ["1", 0], "filename_prefix": "genai-real"}}}
-    status, body = _post_json(docker_engine, f"http://127.0.0.1:{PORT}/prompt",
-                              {"prompt": prompt, "client_id": "genai-tests"})
+    status, body = _app(docker_engine, comfyui, "/prompt",
+                        payload={"prompt": prompt, "client_id": "genai-tests"})
     assert status == 200, body
     prompt_id = json.loads(body)["prompt_id"]
     deadline, entry = time.monotonic() + 120, {}
     while time.monotonic() < deadline:
-        status, body = docker_engine.http_get(f"http://127.0.0.1:{PORT}/history/{prompt_id}")
+        status, body = _app(docker_engine, comfyui, f"/history/{prompt_id}")
         entry = json.loads(body).get(prompt_id, {}) if status == 200 else {}
         if entry.get("status", {}).get("completed"):
             break
@@ -141,27 +210,13 @@ def test_real_workflow_writes_a_png_owned_by_the_workstation_user(docker_engine,
     assert png.stat().st_uid == UID
 
 
-def test_comfyui_login_custom_node_is_baked_and_cannot_write_its_folders(docker_engine, comfyui):
-    """ComfyUI-Login (from the inventory's custom_nodes) is cloned and its requirements are
-    installed at build time. At import it writes .secret-key.txt into its own folder and makes
-    <comfyui>/login/: both belong to root in the image, the app runs as the workstation user,
-    so ComfyUI logs the import failure and serves without it: the health check, the device
-    probe and the idle sidecar keep answering 200 (its middleware would answer 401 to them)."""
-    stack_dir = comfyui["workspace"] / "stacks" / "comfyui"
-    baked = docker_engine.compose(stack_dir, "exec", "-T", "comfyui", "python", "-c",
-                                  "import aiohttp_session, bcrypt, Crypto; "
-                                  "import os; print(os.listdir('/opt/comfyui/custom_nodes'))")
-    assert "ComfyUI-Login" in baked.stdout
-    logs = docker_engine.compose(stack_dir, "logs", "--no-color", "comfyui").stdout
-    assert "Permission denied" in logs and "ComfyUI-Login" in logs, logs[-3000:]
-    assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/login")[0] == 404
-
-
 def test_idle_unload_sidecar_calls_the_real_free_endpoint(docker_engine, comfyui):
     stack_dir = comfyui["workspace"] / "stacks" / "comfyui"
+    since = str(int(comfyui.get("password_set", 0)))  # its calls with the Bearer token
     deadline, logs = time.monotonic() + 240, ""
     while time.monotonic() < deadline:
-        logs = docker_engine.compose(stack_dir, "logs", "--no-color", "idle-unload").stdout
+        logs = docker_engine.compose(stack_dir, "logs", "--no-color", "--since", since,
+                                     "idle-unload").stdout
         if "POST /free" in logs:
             break
         time.sleep(5)
@@ -180,7 +235,8 @@ def test_broken_config_is_rolled_back_while_the_real_app_keeps_serving(docker_en
     assert "ROLLED BACK stack comfyui" in failed.stderr, failed.describe()
     assert "unrecognized arguments: --no-such-flag" in failed.stderr
     assert (stack_dir / lc.DEPLOYED_HASH_FILE).read_text().strip() == deployed
-    assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/system_stats")[0] == 200
+    assert _token(comfyui)  # ComfyUI-Login's PASSWORD outlived the recreated containers
+    assert _app(docker_engine, comfyui, "/system_stats")[0] == 200
     again = _deploy(docker_engine, comfyui["inventory"], comfyui["tmp"]).check()
     assert _changed(again) == [], again.describe()
 
@@ -199,4 +255,4 @@ def test_failed_build_shows_its_step_and_the_running_stack_keeps_serving(docker_
     assert "--- last 30 lines of the build log ---" in failed.stderr, failed.describe()
     assert "v0.0.0-no-such-ref" in failed.stderr and "returned a non-zero code" in failed.stderr
     assert (stack_dir / lc.DEPLOYED_HASH_FILE).read_text().strip() == deployed
-    assert docker_engine.http_get(f"http://127.0.0.1:{PORT}/system_stats")[0] == 200
+    assert _app(docker_engine, comfyui, "/system_stats")[0] == 200

@@ -329,6 +329,25 @@ def test_runs_as_the_user_and_mounts_only_data(tmp_path):
     assert stack.directories[0] == "/home/jesse/genai/models"
 
 
+def test_comfyui_login_keeps_its_password_folder_in_the_workspace(tmp_path):
+    """ComfyUI-Login writes <comfyui>/login/PASSWORD: that folder is a workspace mount (it
+    survives a recreate, it belongs to the user); the idle sidecar reads it, read-only."""
+    body = COMFY_EXPOSED.replace(
+        '"3.30"}', '"3.30"}\n          - {url: "https://github.com/liusida/ComfyUI-Login", '
+        'ref: "69109257"}')
+    stack = render_stack("comfyui", load(tmp_path, body), RESOLVED, all_gpus=ALL_GPUS)
+    services = compose(stack)["services"]
+    login = {"type": "bind", "source": "/home/jesse/genai/comfyui-login",
+             "target": "/opt/comfyui/login"}
+    assert {**login, "read_only": False} in services["comfyui"]["volumes"]
+    assert {**login, "read_only": True} in services["idle-unload"]["volumes"]
+    assert "/home/jesse/genai/comfyui-login" in stack.directories
+    assert "/opt/comfyui/login/PASSWORD" in services["comfyui"]["healthcheck"]["test"][-1]
+    plain = compose(render_stack("comfyui", load(tmp_path, COMFY_EXPOSED), RESOLVED,
+                                 all_gpus=ALL_GPUS))["services"]
+    assert all("login" not in v["target"] for b in plain.values() for v in b.get("volumes", []))
+
+
 def test_windows_workspace_is_refused(tmp_path):
     data = dict(load(tmp_path, COMFY), workspace="/mnt/c/genai", models_dir="/mnt/c/genai/m")
     with pytest.raises(StackError, match="Windows"):
@@ -665,7 +684,9 @@ def test_idle_unload_sidecar_frees_models_once_after_idle_time():
         process.terminate()
         output = process.communicate(timeout=10)[0].decode()
         server.shutdown()
-    assert _FakeComfy.frees == [("/free", {"unload_models": True, "free_memory": True})], output
+    # no ComfyUI-Login PASSWORD here: `?token=`, the empty token of the node before a password
+    assert _FakeComfy.frees == [("/free?token=", {"unload_models": True, "free_memory": True})], \
+        output
 
 
 # ------------------------------------------------------------------------------ image mirrors

@@ -4,6 +4,9 @@ Polls ComfyUI's queue and history; after IDLE_MINUTES without activity it asks C
 unload its models and free memory (POST /free), once, until the next activity. Standard library
 only, so it runs with the ComfyUI image's own Python. Settings come from the environment:
 COMFYUI_URL (http://comfyui:8188), IDLE_MINUTES (required, > 0), POLL_SECONDS (30).
+With ComfyUI-Login its token (the first line of its PASSWORD file, mounted read-only at
+TOKEN_FILE) goes with each call as `Authorization: Bearer`; before a password is set the node's
+token is empty and `?token=` passes (genai_workstation/comfyui_login.py).
 """
 
 from __future__ import annotations
@@ -15,16 +18,32 @@ import time
 import urllib.error
 import urllib.request
 
+TOKEN_FILE = "/opt/comfyui/login/PASSWORD"
+
+
+def _request(url: str, **kwargs) -> urllib.request.Request:
+    """`url` with ComfyUI-Login's token, read at each call (a password may be set later)."""
+    try:
+        with open(TOKEN_FILE, encoding="utf-8") as file:
+            token = file.readline().strip()
+    except FileNotFoundError:
+        token = ""
+    headers = kwargs.pop("headers", {})
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    else:
+        url += ("&" if "?" in url else "?") + "token="
+    return urllib.request.Request(url, headers=headers, **kwargs)
+
 
 def _get(base: str, path: str):
-    with urllib.request.urlopen(base + path, timeout=10) as response:
+    with urllib.request.urlopen(_request(base + path), timeout=10) as response:
         return json.load(response)
 
 
 def _post(base: str, path: str, payload: dict) -> int:
-    request = urllib.request.Request(
-        base + path, data=json.dumps(payload).encode(), method="POST",
-        headers={"Content-Type": "application/json"})
+    request = _request(base + path, data=json.dumps(payload).encode(), method="POST",
+                       headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.status
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
+from .. import comfyui_login as login
 from ..hostmodel import COMFYUI
 from ..layout import COMFYUI_MODEL_FOLDERS, LEGACY_MODEL_FOLDERS
 from .builtin import FORBIDDEN_FLAGS, _app_env, _bind, _BuiltinStack
@@ -78,6 +79,9 @@ class _ComfyUI(_BuiltinStack):
         mounts = [_bind(layout.models_dir, "/data/models")] + [
             _bind(layout.data(folder), f"/data/{folder}")
             for folder in ("input", "output", "user", "custom_nodes", "cache")]
+        has_login = login.NODE_FOLDER in self.custom_nodes().split()
+        if has_login:  # its PASSWORD survives a recreate; the folder belongs to the user
+            mounts.append(_bind(layout.data(login.WORKSPACE_FOLDER), login.LOGIN_DIR))
         env = _app_env()
         idle = None
         minutes = int(spec.get("idle_unload_minutes") or 0)
@@ -85,15 +89,24 @@ class _ComfyUI(_BuiltinStack):
         if minutes > 0:
             idle = {"image": image, "pull_never": built, "user": self.data.uid_gid,
                     "minutes": str(minutes), "url": f"http://comfyui:{app.internal_port}",
-                    "upstream": "comfyui"}
+                    "upstream": "comfyui", "login": has_login and {
+                        "source": layout.data(login.WORKSPACE_FOLDER), "target": login.LOGIN_DIR}}
             self.files["sidecar/idle_unload.py"] = RenderedFile(
                 self.renderer.read("comfyui/idle_unload.py"))
             extra_services.append("idle-unload")
         context = self.app_context(app, image, built, env, mounts, self.stack.health_timeout,
                                    "--cuda-device")
+        context["healthcheck"] = _healthcheck(self.health_check(app).url)
         compose = self.renderer.render("comfyui/compose.yaml.j2", stack={
             "name": self.kind, "project": self.stack.project, "apps": [context],
             "idle_unload": idle, "proxy": proxy, "secrets": self.secrets,
             "network": self.spec.get("network"), "hash_placeholder": HASH_PLACEHOLDER})
         directories = [m["source"] for m in mounts]
         return self.finish(apps, compose, build, sites, extra_services, directories)
+
+
+def _healthcheck(url: str) -> list[str]:
+    """The image's Python asks `url` with ComfyUI-Login's token when it has one."""
+    code = (login.authed_request_code(url) + "import sys;"
+            "sys.exit(0 if u.urlopen(r,timeout=8).status==200 else 1)")
+    return ["CMD", "python", "-c", code]
