@@ -447,3 +447,17 @@ def test_build_script_prints_steps_with_elapsed_time_and_the_log_tail_on_failure
         assert "genai: built genai-workstation/comfyui:0123 in" in result.stdout
         assert result.stderr == ""
         assert not (tmp_path / "stacks" / "comfyui" / ".genai/tmp/build.log").exists()
+
+
+def test_the_app_logs_a_failed_run_prints_mask_tokens():
+    """ComfyUI-Login logs its API token at start; the log tail of a failed run hides it."""
+    import subprocess
+
+    from genai_workstation.stacks.scripts import APP_LOGS
+
+    token = "ab" * 32
+    fake_logs = f"printf 'For direct API calls, use token={token}\\nready\\n'"
+    script = APP_LOGS.replace(f"docker compose logs --no-color --tail {lc.LOG_LINES}", fake_logs)
+    shown = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    assert token not in shown.stderr
+    assert "use token=<hidden>" in shown.stderr and "ready" in shown.stderr

@@ -19,6 +19,10 @@ from .lifecycle import (
 )
 from .rendered import GpuCheck
 
+# The apps' last log lines, shown when a stack does not become healthy; `token=...` values
+# (ComfyUI-Login logs its API token at start) are masked before they reach the run's output.
+APP_LOGS = (f"docker compose logs --no-color --tail {LOG_LINES} 2>&1 "
+            "| sed -E 's/([Tt]oken[=:] ?)[^ &\"]+/\\1<hidden>/g' >&2")
 
 def snapshot_script(project_dir: str, name: str, prune: list[str]) -> str:
     """Copy the deployed config (everything but .history) to .history/<name>, drop old ones."""
@@ -108,7 +112,7 @@ def rollback_script(*, name: str, project_dir: str, snapshot: str, timeout: int,
         f"{restore_commands(snapshot)} && "
         f"if {compose_up(timeout)}; then echo \"genai: stack {n} rolled back to {what}\"; "
         f"else echo \"genai: stack {n}: restored {snapshot} but it did not become healthy\" >&2; "
-        f"docker compose logs --no-color --tail {LOG_LINES} >&2; exit 1; fi"
+        f"{APP_LOGS}; exit 1; fi"
     )
 
 
@@ -191,7 +195,7 @@ def up_script(*, name: str, project_dir: str, config_hash: str, timeout: int,
         f"{int(timeout)} s\" >&2; "
         "docker compose ps --all >&2; "
         f"echo \"--- last {LOG_LINES} log lines ---\" >&2; "
-        f"docker compose logs --no-color --tail {LOG_LINES} >&2; "
+        f"{APP_LOGS}; "
         "fi; "
         f"{_restore(n, short, timeout, rollback_to, rollback_good, up, services)}"
     )
