@@ -2,9 +2,9 @@
 
 Every module of `facts/` may import the standard library, third-party packages, other fact
 modules and the project's leaf modules (LEAVES); never `genai_workstation.stacks`,
-operations, deploys, verify, drift... A leaf imports nothing of the project but other leaves. Read from
-the source (ast), imports inside functions included, and checked again by importing the facts
-in a fresh interpreter.
+operations, deploys, verify, drift... A leaf imports nothing of the project but other leaves.
+Read from the source (ast), imports inside functions included, and checked again by importing
+the facts in a fresh interpreter.
 """
 
 from __future__ import annotations
